@@ -1,0 +1,14 @@
+"""Sub-commands of the `v2a` CLI: one module per command.
+
+Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules import heavy libraries (torch, diffusers) inside ``run`` so that ``v2a --help`` is fast.
+"""
+
+COMMAND_MODULES = (
+    "create_model",
+    "generate",
+    "convert",
+    "eval",
+    "synth",
+    "keys",
+)
