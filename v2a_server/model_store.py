@@ -1,0 +1,41 @@
+"""Finding and loading pipeline folders: a local path, or `default` for the embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The embedded default model (trained here, shipped inside the package; see docs/default-model.md).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """`default` → the embedded model; anything else must be a pipeline folder on disk."""
+    if str(name_or_path) == "default":
+        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"the embedded default model is not installed at {DEFAULT_MODEL_DIR}; "
+                "pass --model DIR with a pipeline folder (see `v2a create-model`)"
+            )
+        return DEFAULT_MODEL_DIR
+    path = Path(name_or_path).expanduser()
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json)")
+    return path
+
+
+def load_pipeline(name_or_path: str | Path, device: str = "cpu", dtype=None):
+    """Load a pipeline folder onto a device (fp16 on CUDA unless a dtype is given)."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from v2a_server.pipelines import STAV2APipeline
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    path = resolve_model_dir(name_or_path)
+    if dtype is None:
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    pipe = STAV2APipeline.from_pretrained(str(path), dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
