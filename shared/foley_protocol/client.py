@@ -1,0 +1,555 @@
+"""Client of the ``v2a-server``: one DEALER socket, driven by ``poll()``; no threads.
+
+Contents:
+
+* ``FoleyClient``: ``generate()`` / ``cancel()`` / ``status()`` / ``ping()`` return a request
+  id at once; ``poll(timeout_s=0)`` sends heartbeats, receives replies, enforces per-request
+  deadlines and server liveness, and returns ``Event``s. A Blender timer calls ``poll(0)``;
+  a CLI calls ``wait()`` or ``generate_blocking()``.
+* ``Event``: one thing that happened to a request (a reply, or a local timeout / server loss)
+  or to the connection (``connected``, ``disconnected``).
+* ``build_generate``: the ``generate`` message from Python values (validated before sending).
+* Result helpers: ``result_audio_pcm`` (memoryviews, no numpy), ``result_audio_numpy`` (imports
+  numpy lazily), ``wav_bytes`` (a float32 WAV file in memory, standard library only).
+
+Liveness (Paranoid-Pirate style heartbeat, Lazy-Pirate reconnect): the client pings every
+``heartbeat_interval_s``; any message from the server counts as a sign of life. After
+``liveness`` silent intervals every open request fails with a local ``server_lost`` error, the
+socket is closed with LINGER 0 (dropping anything still queued for the dead server) and a new
+one connects and says hello; the wait before giving up on the new socket doubles from
+``RECONNECT_BACKOFF_MIN_S`` up to ``RECONNECT_BACKOFF_MAX_S`` while the server stays away.
+Requests are never resent automatically: a lost generate is reported, and the caller decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass, field as dataclass_field
+from typing import Any, Callable, Iterable, Sequence
+
+import zmq
+
+from foley_protocol.protocol import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_TIMEOUTS_S,
+    FINAL_REPLY,
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_LIVENESS,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_MIN_S,
+    SUPPORTED_VERSIONS,
+    Message,
+    ProtocolError,
+    Signer,
+    decode,
+    encode,
+)
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_IVL_MS = 100  # libzmq TCP reconnect interval (first try)
+RECONNECT_IVL_MAX_MS = 1000  # ... and its cap, so a restarted server is found within ~1 s
+
+
+@dataclass
+class Event:
+    """Something that happened, as returned by ``FoleyClient.poll``.
+
+    Attributes:
+        type: a reply type ("progress", "result", "error", "hello_reply", "status_reply",
+            "cancel_reply", "pong") or a connection event ("connected", "disconnected").
+        request_id: the request this answers; None for connection events and for server
+            errors about messages whose id could not be read.
+        body: the reply body (see docs/protocol.md); for "connected" the hello_reply body;
+            for "disconnected" {"code": "server_lost", "message": ...}.
+        buffers: raw payloads of a result (memoryviews; valid as long as the event lives).
+        final: True when this event ends ``request_id`` (no more events will follow for it).
+        local: True when the client made the event itself (timeout, server_lost, connection).
+    """
+
+    type: str
+    request_id: str | None
+    body: dict[str, Any]
+    buffers: list[Any] = dataclass_field(default_factory=list)
+    final: bool = False
+    local: bool = False
+
+
+class RequestFailed(RuntimeError):
+    """A request ended in an ``error`` (raised by the blocking helpers)."""
+
+    def __init__(self, event: Event):
+        body = event.body
+        super().__init__(f"{body.get('code')}: {body.get('message')}"
+                         + (f" (field {body['field']})" if body.get("field") else ""))
+        self.code = body.get("code")
+        self.message = body.get("message")
+        self.field = body.get("field")
+        self.request_id = event.request_id
+        self.event = event
+
+
+@dataclass
+class _Pending:
+    type: str
+    deadline: float  # time.monotonic()
+    internal: bool = False  # heartbeat pings and the automatic hello
+
+
+def build_generate(
+    frames: Any,
+    *,
+    frames_fps: float,
+    duration_s: float,
+    caption: str,
+    frame_encoding: str = "rgb24",
+    frame_shape: Sequence[int] | None = None,
+    start_time_s: float = 0.0,
+    negative_caption: str = "",
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    sampler: str = "dpmpp",
+    variations: int = 1,
+    onset_hints_s: Iterable[float] | None = None,
+    inpaint_audio: Any = None,
+    inpaint_sample_rate: int | None = None,
+    inpaint_range_s: tuple[float, float] | None = None,
+    audio_format: str = "pcm_f32le",
+) -> Message:
+    """The ``generate`` request (validated by ``encode`` when sent).
+
+    Args:
+        frames: for "rgb24", one C-contiguous uint8 buffer of T*H*W*3 bytes (a numpy array
+            works, its ``shape`` is used when ``frame_shape`` is None); for "jpeg"/"png", a list
+            of encoded images, one per frame. Not copied: leave it untouched until sent.
+        frames_fps: frame rate of ``frames`` (use the server's ``model_fps`` to send least).
+        duration_s: length of audio to generate; audio t=0 is the first frame.
+        caption / negative_caption: what should (not) be heard.
+        frame_encoding: "rgb24", "jpeg" or "png".
+        frame_shape: [T, H, W, 3] for rgb24 when ``frames`` has no ``shape``.
+        start_time_s: where the first frame sits on the caller's timeline (echoed back).
+        seed / steps / guidance: None lets the server choose (the seed used is returned).
+        sampler: "dpmpp" (fast) or "ddpm" (reference).
+        variations: takes to generate (1..4), one audio buffer each.
+        onset_hints_s: times (s, from the first frame) where a sound should start.
+        inpaint_audio: mono float32 samples (C-contiguous buffer) covering the clip from the
+            first frame, to keep outside ``inpaint_range_s`` = (start_s, end_s).
+        inpaint_sample_rate: sample rate of ``inpaint_audio``.
+        audio_format: "pcm_f32le" (default; no decoder needed) or "flac".
+    """
+    buffers: list[Any] = []
+    if frame_encoding == "rgb24":
+        view = _byte_view(frames, "frames")
+        shape = list(frame_shape if frame_shape is not None else getattr(frames, "shape", ()))
+        body_frames: dict[str, Any] = {"encoding": "rgb24", "shape": [int(s) for s in shape],
+                                       "buffers": [0]}
+        buffers.append(view)
+    else:
+        frames = list(frames)
+        body_frames = {"encoding": frame_encoding, "buffers": list(range(len(frames)))}
+        buffers.extend(_byte_view(f, f"frames[{i}]") for i, f in enumerate(frames))
+    body_frames["fps"] = float(frames_fps)
+    body_frames["start_time_s"] = float(start_time_s)
+    body: dict[str, Any] = {
+        "frames": body_frames,
+        "duration_s": float(duration_s),
+        "caption": caption,
+        "negative_caption": negative_caption,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "variations": int(variations),
+        "audio_format": audio_format,
+    }
+    if onset_hints_s is not None:
+        body["onset_hints_s"] = [float(t) for t in onset_hints_s]
+    if inpaint_audio is not None:
+        if inpaint_range_s is None or inpaint_sample_rate is None:
+            raise ValueError("inpaint_audio needs inpaint_range_s and inpaint_sample_rate")
+        view = _byte_view(inpaint_audio, "inpaint_audio")
+        body["inpaint"] = {"buffer": len(buffers), "sample_rate": int(inpaint_sample_rate),
+                           "samples": view.nbytes // 4, "start_s": float(inpaint_range_s[0]),
+                           "end_s": float(inpaint_range_s[1])}
+        buffers.append(view)
+    return Message("generate", body, buffers=buffers)
+
+
+def _byte_view(data: Any, what: str) -> memoryview:
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous")
+    return view.cast("B") if (view.ndim != 1 or view.format != "B") else view
+
+
+class FoleyClient:
+    """Non-blocking client of one ``v2a-server``.
+
+    Args:
+        endpoint: e.g. "tcp://127.0.0.1:5555".
+        server_public_key: the server's CURVE public key (z85, 40 characters, or the
+            ``server.key`` file written by ``v2a keys``); None for a plain loopback server.
+        signing_key: HMAC key shared with a server started with ``--signing-key-file``.
+        client_name: shown in the server's log.
+        heartbeat_interval_s: ping period; announced to the server, which cancels this
+            client's jobs after ``HEARTBEAT_LIVENESS`` silent periods. A caller that may block
+            for seconds (Blender rendering frames) should announce a longer period (<= 10 s).
+        liveness: silent periods before the server counts as lost.
+        context: a zmq.Context (default: the process-wide instance).
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, server_public_key: Any = None,
+                 signing_key: bytes = b"", client_name: str = "foley_protocol client",
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 liveness: int = HEARTBEAT_LIVENESS, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.client_name = client_name
+        self.heartbeat_interval_s = float(heartbeat_interval_s)
+        self.liveness = int(liveness)
+        self.server_info: dict[str, Any] | None = None  # the last hello_reply body
+        self.state = "connecting"  # "connecting" | "ready" | "closed"
+        self.bad_replies = 0  # replies that failed validation (logged and dropped)
+        self._context = context or zmq.Context.instance()
+        self._server_key = _load_public_key(server_public_key)
+        self._signer = Signer(signing_key)
+        self._pending: dict[str, _Pending] = {}
+        self._backlog: list[Event] = []
+        self._socket: zmq.Socket | None = None
+        self._backoff_s = RECONNECT_BACKOFF_MIN_S
+        self._silence_limit_s = self.liveness * self.heartbeat_interval_s
+        self._last_heard = self._last_ping = time.monotonic()
+        self._open_socket()
+
+    # ---- public API ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True once the server has answered hello on the current socket."""
+        return self.state == "ready"
+
+    def generate(self, frames: Any, *, timeout_s: float | None = None, **kwargs: Any) -> str:
+        """Submit a generate request (arguments of ``build_generate``); returns its id."""
+        return self.send(build_generate(frames, **kwargs), timeout_s=timeout_s)
+
+    def cancel(self, request_id: str, timeout_s: float | None = None) -> str:
+        """Ask the server to stop ``request_id``; returns the cancel request's id.
+
+        The generate request itself then ends with an ``error`` whose code is "cancelled".
+        """
+        return self.send(Message("cancel", {"request_id": request_id}), timeout_s=timeout_s)
+
+    def status(self, timeout_s: float | None = None) -> str:
+        """Ask for model, device, memory and queue; answered by ``status_reply``."""
+        return self.send(Message("status", {}), timeout_s=timeout_s)
+
+    def ping(self, timeout_s: float | None = None) -> str:
+        """An explicit ping (heartbeats are automatic); answered by ``pong``."""
+        return self.send(Message("ping", {}), timeout_s=timeout_s)
+
+    def send(self, message: Message, timeout_s: float | None = None,
+             _internal: bool = False) -> str:
+        """Send any request; returns its id. Never blocks.
+
+        A send that cannot be queued (server unreachable for a long time) does not raise: the
+        request ends at the next ``poll`` with a local ``server_lost`` error.
+
+        Raises:
+            ProtocolError: the request breaks the protocol (nothing was sent).
+            RuntimeError: the client is closed.
+        """
+        if self.state == "closed" or self._socket is None:
+            raise RuntimeError("FoleyClient is closed")
+        frames = encode(message, self._signer)
+        if timeout_s is None:
+            timeout_s = DEFAULT_TIMEOUTS_S[message.type]
+        self._pending[message.id] = _Pending(message.type, time.monotonic() + timeout_s,
+                                             _internal)
+        try:
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._pending.pop(message.id, None)
+            if not _internal:
+                self._backlog.append(self._local_error(
+                    message.id, "server_lost", "the send queue is full: the server has not been "
+                    f"reachable at {self.endpoint}"))
+        return message.id
+
+    def poll(self, timeout_s: float = 0.0) -> list[Event]:
+        """Do the client's work and return what happened; waits at most ``timeout_s``.
+
+        ``poll(0)`` never blocks (for a Blender timer). Call it at least every
+        ``heartbeat_interval_s`` so heartbeats go out.
+        """
+        if self.state == "closed":
+            return []
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        events, self._backlog = self._backlog, []
+        while True:
+            self._receive_all(events)
+            self._tick(events)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0 or self._socket is None:
+                return events
+            wait_s = min(remaining, self._next_tick_in())
+            self._socket.poll(max(1, int(wait_s * 1000)), zmq.POLLIN)
+
+    def wait(self, request_id: str, timeout_s: float | None = None,
+             on_event: Callable[[Event], None] | None = None) -> Event:
+        """Block until ``request_id`` ends; returns its final event (result, reply or error).
+
+        Events of other requests are kept for the next ``poll``. ``on_event`` sees every
+        event of ``request_id`` (progress included).
+
+        Raises:
+            TimeoutError: ``timeout_s`` passed first (the request stays open).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        others: list[Event] = []
+        try:
+            while True:
+                remaining = 0.25 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"request {request_id} did not end in {timeout_s} s")
+                for event in self.poll(min(remaining, 0.25)):
+                    if event.request_id != request_id:
+                        others.append(event)
+                        continue
+                    if on_event is not None:
+                        on_event(event)
+                    if event.final:
+                        return event
+        finally:
+            self._backlog = others + self._backlog
+
+    def generate_blocking(self, frames: Any, *, timeout_s: float | None = None,
+                          on_progress: Callable[[Event], None] | None = None,
+                          **kwargs: Any) -> Event:
+        """Submit, wait, and return the ``result`` event (for CLIs and tests).
+
+        Raises:
+            RequestFailed: the job ended in an error (also timeout or server_lost).
+        """
+        request_id = self.generate(frames, timeout_s=timeout_s, **kwargs)
+        event = self.wait(request_id, on_event=on_progress)
+        if event.type != "result":
+            raise RequestFailed(event)
+        return event
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0). Open requests are dropped without events."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._pending.clear()
+        self.state = "closed"
+
+    def __enter__(self) -> "FoleyClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _open_socket(self) -> None:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        if self._server_key is not None:
+            public, secret = zmq.curve_keypair()
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+            sock.curve_serverkey = self._server_key
+        sock.connect(self.endpoint)
+        self._socket = sock
+        self.state = "connecting"
+        now = time.monotonic()
+        self._last_heard = now
+        self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
+                  _internal=True)
+        self._last_ping = now
+
+    def _hello_body(self) -> dict[str, Any]:
+        return {"client": self.client_name[:128], "versions": list(SUPPORTED_VERSIONS),
+                "heartbeat_interval_s": self.heartbeat_interval_s}
+
+    def _receive_all(self, events: list[Event]) -> None:
+        sock = self._socket
+        while sock is not None:
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                message = decode(frames, self._signer, direction="reply")
+            except ProtocolError as exc:
+                self.bad_replies += 1
+                logger.warning("dropped an invalid reply from %s: %s", self.endpoint, exc)
+                continue
+            self._handle(message, events)
+
+    def _handle(self, message: Message, events: list[Event]) -> None:
+        parent = message.parent
+        pending = self._pending.get(parent) if parent is not None else None
+        if message.type == "hello_reply":
+            self.server_info = message.body
+            self.state = "ready"
+            self._backoff_s = RECONNECT_BACKOFF_MIN_S
+            self._silence_limit_s = self.liveness * self.heartbeat_interval_s
+            events.append(Event("connected", None, message.body, local=True))
+        if pending is None:
+            if message.type == "error" and parent is None:
+                # The server could not read the id of something we sent.
+                events.append(Event("error", None, message.body, final=False))
+            return  # a late reply to a request that already ended (timeout, loss)
+        final = message.type != "progress"
+        if final:
+            del self._pending[parent]
+        if (message.type == "pong" and self.server_info is not None
+                and message.body["state"] != self.server_info.get("state")):
+            # e.g. loading -> ready: say hello again to learn model_fps and sample_rate.
+            self.server_info = {**self.server_info, "state": message.body["state"]}
+            self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
+                      _internal=True)
+        if pending.internal:
+            if message.type == "error":
+                logger.warning("server refused %s: %s", pending.type, message.body)
+            return
+        events.append(Event(message.type, parent, message.body, list(message.buffers), final))
+
+    def _tick(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        if now - self._last_heard > self._silence_limit_s:
+            self._server_lost(events, now)
+            return
+        if now - self._last_ping >= self.heartbeat_interval_s:
+            self._last_ping = now
+            self.send(Message("ping", {}), timeout_s=self._silence_limit_s, _internal=True)
+        for request_id, pending in list(self._pending.items()):
+            if now < pending.deadline:
+                continue
+            del self._pending[request_id]
+            if pending.internal:
+                continue
+            if pending.type == "generate":
+                self.send(Message("cancel", {"request_id": request_id}), _internal=True)
+            events.append(self._local_error(request_id, "timeout", f"no final reply to "
+                                            f"{pending.type} within its timeout"))
+
+    def _next_tick_in(self) -> float:
+        now = time.monotonic()
+        next_ping = self._last_ping + self.heartbeat_interval_s - now
+        next_loss = self._last_heard + self._silence_limit_s - now
+        next_deadline = min((p.deadline for p in self._pending.values()), default=now + 1.0) - now
+        return max(0.001, min(next_ping, next_loss, next_deadline))
+
+    def _server_lost(self, events: list[Event], now: float) -> None:
+        silent_s = now - self._last_heard
+        message = (f"no reply from {self.endpoint} for {silent_s:.1f} s "
+                   f"(liveness {self.liveness} x {self.heartbeat_interval_s} s)")
+        was_ready = self.state == "ready"
+        for request_id, pending in list(self._pending.items()):
+            if not pending.internal:
+                events.append(self._local_error(request_id, "server_lost", message))
+        self._pending.clear()
+        if was_ready:
+            events.append(Event("disconnected", None, {"code": "server_lost", "message": message},
+                                local=True))
+            logger.warning("%s; reconnecting", message)
+        # Lazy Pirate: a fresh socket drops whatever was queued for the dead server.
+        assert self._socket is not None
+        self._socket.close(linger=0)
+        self._socket = None
+        self._silence_limit_s = max(self.liveness * self.heartbeat_interval_s, self._backoff_s)
+        self._backoff_s = min(RECONNECT_BACKOFF_MAX_S, self._backoff_s * 2)
+        self._open_socket()
+
+    @staticmethod
+    def _local_error(request_id: str, code: str, message: str) -> Event:
+        return Event("error", request_id, {"code": code, "message": message, "field": None},
+                     final=True, local=True)
+
+
+def _load_public_key(key: Any) -> bytes | None:
+    """A z85 CURVE public key from a 40-character string/bytes or a ``*.key`` file."""
+    if key is None:
+        return None
+    if isinstance(key, str) and len(key) == 40:
+        return key.encode("ascii")
+    if isinstance(key, bytes) and len(key) == 40:
+        return key
+    import zmq.auth  # a certificate file written by `v2a keys`
+
+    public, _secret = zmq.auth.load_certificate(str(key))
+    return public
+
+
+# ---- result helpers --------------------------------------------------------------------
+
+
+def result_audio_pcm(event: Event) -> list[memoryview]:
+    """The audio buffers of a pcm_f32le ``result``: one float32 little-endian view per
+    variation (interleaved when channels > 1)."""
+    audio = event.body["audio"]
+    if audio["encoding"] != "pcm_f32le":
+        raise ValueError(f"result audio is {audio['encoding']}, not pcm_f32le")
+    return [memoryview(event.buffers[i]).cast("B") for i in audio["buffers"]]
+
+
+def result_audio_numpy(event: Event) -> list[Any]:
+    """The result's variations as float32 numpy arrays [samples] (or [samples, channels]).
+
+    Imports numpy (and soundfile for FLAC) only when called.
+    """
+    import numpy as np
+
+    audio = event.body["audio"]
+    arrays = []
+    for index in audio["buffers"]:
+        if audio["encoding"] == "pcm_f32le":
+            array = np.frombuffer(event.buffers[index], dtype="<f4")
+        else:
+            import io
+
+            import soundfile
+
+            array, _rate = soundfile.read(io.BytesIO(bytes(event.buffers[index])),
+                                          dtype="float32", always_2d=False)
+        if audio["channels"] > 1 and array.ndim == 1:
+            array = array.reshape(-1, audio["channels"])
+        arrays.append(array)
+    return arrays
+
+
+def wav_bytes(pcm_f32le: Any, sample_rate: int, channels: int = 1) -> bytes:
+    """A WAV file (IEEE float 32-bit) holding ``pcm_f32le``; standard library only."""
+    data = memoryview(pcm_f32le).cast("B")
+    block_align = 4 * channels
+    fmt = struct.pack("<HHIIHH", 3, channels, sample_rate, sample_rate * block_align,
+                      block_align, 32)
+    fact = struct.pack("<I", data.nbytes // block_align)
+    size = 4 + (8 + len(fmt)) + (8 + len(fact)) + (8 + data.nbytes)
+    return b"".join([b"RIFF", struct.pack("<I", size), b"WAVE",
+                     b"fmt ", struct.pack("<I", len(fmt)), fmt,
+                     b"fact", struct.pack("<I", len(fact)), fact,
+                     b"data", struct.pack("<I", data.nbytes), bytes(data)])
+
+
+__all__ = [
+    "Event",
+    "FoleyClient",
+    "RequestFailed",
+    "build_generate",
+    "result_audio_numpy",
+    "result_audio_pcm",
+    "wav_bytes",
+    "PROTOCOL_VERSION",
+]

@@ -1,0 +1,815 @@
+"""The STA-V2A Foley wire protocol: the one module that owns the wire.
+
+Contents, in order:
+
+* constants: ``PROTOCOL_VERSION``, supported versions, default endpoint, heartbeat and retry
+  numbers, size limits (``LIMITS``), error codes;
+* the message schema: one table of fields per message type (``REQUEST_SCHEMAS``,
+  ``REPLY_SCHEMAS``), with type, range and size for every field;
+* ``Message`` (one decoded message) and ``ProtocolError`` (what a check raises: code, message,
+  field, and the request id when it could be read);
+* ``encode(message, key)`` -> list of ZeroMQ frames, and its inverse ``decode(frames, key,
+  direction)``, which authenticates, unpacks with msgpack limits and validates every field and
+  every raw buffer before anything else sees the message;
+* ``Signer``: HMAC-SHA256 sign/verify with a bounded replay history.
+
+Wire layout (a DEALER sends these frames; a ROUTER sees its routing id in front)::
+
+    frame 0   signature  HMAC-SHA256 hex of frames 1..n, or b"" when no key is configured
+    frame 1   header     msgpack map {"v", "type", "id", "parent", "body"}
+    frame 2.. buffers    raw bytes referenced by index from the body (0 = frame 2)
+
+Only the standard library and msgpack are imported here: the Blender add-on bundles this
+package, so no numpy, no torch. ``docs/protocol.md`` is the same specification in prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import uuid
+from collections import deque
+from dataclasses import dataclass, field as dataclass_field
+from typing import Any, Iterable, Mapping, Sequence
+
+import msgpack
+
+# --------------------------------------------------------------------------------------------
+# Versions, endpoint, liveness
+# --------------------------------------------------------------------------------------------
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+HEARTBEAT_INTERVAL_S = 1.0  # a client pings this often; the server answers each ping with pong
+HEARTBEAT_LIVENESS = 3  # silent intervals before the peer counts as gone (both directions)
+MIN_HEARTBEAT_INTERVAL_S = 0.1  # bounds for the interval a client may announce in hello
+MAX_HEARTBEAT_INTERVAL_S = 10.0
+RECONNECT_BACKOFF_MIN_S = 1.0  # Lazy Pirate: first wait before recreating the socket
+RECONNECT_BACKOFF_MAX_S = 8.0  # the wait doubles up to this
+
+# Per-request timeouts a client uses unless told otherwise (seconds).
+DEFAULT_TIMEOUTS_S = {
+    "hello": 5.0,
+    "ping": 5.0,
+    "status": 5.0,
+    "cancel": 5.0,
+    "generate": 900.0,
+}
+
+# --------------------------------------------------------------------------------------------
+# Limits (every one is checked by decode(); the server reports them in hello_reply.limits)
+# --------------------------------------------------------------------------------------------
+
+MiB = 1 << 20
+
+MAX_HEADER_BYTES = 256 * 1024  # frame 1 (msgpack header)
+MAX_BUFFERS = 4096  # frames 2.. in one message
+MAX_DURATION_S = 60.0  # generated audio length
+MAX_FRAME_COUNT = 3600  # video frames in one request (60 s at 60 fps)
+MAX_FRAME_SIDE_PX = 2048  # height and width of one video frame
+MAX_RAW_FRAMES_BYTES = 256 * MiB  # T*H*W*3 for encoding "rgb24"
+MAX_ENCODED_FRAME_BYTES = 8 * MiB  # one JPEG or PNG frame
+MAX_ENCODED_FRAMES_BYTES = 256 * MiB  # all JPEG/PNG frames of one request
+MAX_FPS = 240.0
+MAX_START_TIME_S = 1.0e7  # |time of the first frame| on the caller's timeline
+MAX_CAPTION_CHARS = 1000
+MAX_VARIATIONS = 4
+MAX_STEPS = 1000
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**32 - 1
+MAX_ONSET_HINTS = 1024
+MIN_AUDIO_SAMPLE_RATE = 8000
+MAX_AUDIO_SAMPLE_RATE = 192000
+MAX_AUDIO_CHANNELS = 2
+MAX_AUDIO_BUFFER_BYTES = 64 * MiB  # one audio buffer (inpaint source or one result variation)
+MAX_TEXT_CHARS = 2000  # free text in replies (error messages, server names)
+MAX_MAP_ENTRIES = 64  # free-form maps (timings_s, limits)
+MAX_LIST_FLOATS = 60000  # onset curves etc. in replies
+MAX_ID_CHARS = 64
+
+# The largest single ZeroMQ frame a server accepts (ZMQ_MAXMSGSIZE is per frame).
+MAX_FRAME_BYTES = max(MAX_RAW_FRAMES_BYTES, MAX_AUDIO_BUFFER_BYTES, MAX_HEADER_BYTES) + 4096
+
+LIMITS: dict[str, float] = {
+    "max_header_bytes": MAX_HEADER_BYTES,
+    "max_buffers": MAX_BUFFERS,
+    "max_frame_bytes": MAX_FRAME_BYTES,
+    "max_duration_s": MAX_DURATION_S,
+    "max_frame_count": MAX_FRAME_COUNT,
+    "max_frame_side_px": MAX_FRAME_SIDE_PX,
+    "max_raw_frames_bytes": MAX_RAW_FRAMES_BYTES,
+    "max_encoded_frame_bytes": MAX_ENCODED_FRAME_BYTES,
+    "max_encoded_frames_bytes": MAX_ENCODED_FRAMES_BYTES,
+    "max_fps": MAX_FPS,
+    "max_caption_chars": MAX_CAPTION_CHARS,
+    "max_variations": MAX_VARIATIONS,
+    "max_steps": MAX_STEPS,
+    "max_guidance": MAX_GUIDANCE,
+    "max_seed": MAX_SEED,
+    "max_onset_hints": MAX_ONSET_HINTS,
+    "max_audio_buffer_bytes": MAX_AUDIO_BUFFER_BYTES,
+}
+
+# --------------------------------------------------------------------------------------------
+# Error codes
+# --------------------------------------------------------------------------------------------
+
+ERROR_CODES = {
+    # the message itself
+    "bad_message": "frames missing, header not msgpack, header not a map, bad id",
+    "auth_failed": "signature missing, wrong or replayed",
+    "unsupported_version": "header.v is not a version this peer speaks",
+    "unknown_type": "header.type is not a request (or reply) type",
+    "missing_field": "a required field is absent",
+    "unknown_field": "a field that this version does not define",
+    "wrong_type": "a field has the wrong type",
+    "out_of_range": "a number is outside its range or a string is not an allowed value",
+    "too_large": "a string, list, frame or declared size exceeds its limit",
+    "bad_buffer": "raw buffers: missing, extra, referenced twice, or of the wrong size",
+    "bad_media": "a JPEG/PNG frame does not decode or has the wrong size",
+    "duplicate_id": "a request id that is still in use by this client",
+    # the server's state
+    "busy": "the job queue is full; try again later",
+    "shutting_down": "the server is stopping",
+    "model_unavailable": "the model failed to load",
+    # the job
+    "cancelled": "the job was cancelled by a cancel request",
+    "invalid_request": "well-formed but refused by the model (e.g. an impossible combination)",
+    "generation_failed": "the model raised an error while generating",
+    "internal": "a server bug; the message says more",
+    # produced locally by the client, never sent
+    "timeout": "no final reply before the request's deadline",
+    "server_lost": "no sign of life from the server for liveness x interval",
+}
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class ProtocolError(ValueError):
+    """A message broke the protocol.
+
+    Attributes:
+        code: one of ``ERROR_CODES``.
+        message: a human sentence naming the value and the limit.
+        field: where: ``"frames"``, ``"header"``, ``"header.v"``, ``"body.frames.shape[0]"``,
+            ``"buffers[3]"`` ..., or None.
+        request_id: the offending message's id when it could be read, else None.
+    """
+
+    def __init__(self, code: str, message: str, field: str | None = None,
+                 request_id: str | None = None):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(f"{code}: {message}" + (f" (field {field})" if field else ""))
+        self.code = code
+        self.message = message
+        self.field = field
+        self.request_id = request_id
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,%d}$" % MAX_ID_CHARS)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a message body.
+
+    kind: "int", "float" (ints accepted), "str", "bool", "id", "object" (nested ``fields``),
+    "list" (items are ``item``), "num_map" (str -> finite number, free keys).
+    A number must lie in [lo, hi] (``lo_open`` makes the lower bound exclusive); a string or
+    list must have at most ``max_len`` items and, for strings, be one of ``choices`` if set.
+    """
+
+    kind: str
+    required: bool = True
+    nullable: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    max_len: int | None = None
+    min_len: int = 0
+    choices: tuple[str, ...] | None = None
+    fields: Mapping[str, "Field"] | None = None
+    item: "Field | None" = None
+    doc: str = ""
+
+
+def _opt(f: Field) -> Field:
+    return Field(**{**f.__dict__, "required": False})
+
+
+_F_FINITE = Field("float", lo=-1e300, hi=1e300)
+_BUFFER_INDEX = Field("int", lo=0, hi=MAX_BUFFERS - 1)
+
+FRAME_ENCODINGS = ("rgb24", "jpeg", "png")
+AUDIO_ENCODINGS = ("pcm_f32le", "flac")
+SAMPLERS = ("dpmpp", "ddpm")
+SERVER_STATES = ("loading", "ready", "stopping", "failed")
+WORKER_STATES = ("loading", "idle", "busy", "failed")
+CANCEL_OUTCOMES = ("queued", "running", "unknown")
+
+REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
+    "hello": {
+        "client": Field("str", max_len=128, doc="free text naming the client and its version"),
+        "versions": Field("list", min_len=1, max_len=16, item=Field("int", lo=1, hi=1000),
+                          doc="protocol versions the client speaks"),
+        "heartbeat_interval_s": Field("float", required=False, lo=MIN_HEARTBEAT_INTERVAL_S,
+                                      hi=MAX_HEARTBEAT_INTERVAL_S),
+    },
+    "generate": {
+        "frames": Field("object", fields={
+            "encoding": Field("str", choices=FRAME_ENCODINGS),
+            "shape": Field("list", required=False, min_len=4, max_len=4,
+                           item=Field("int", lo=1, hi=max(MAX_FRAME_COUNT, MAX_FRAME_SIDE_PX))),
+            "buffers": Field("list", min_len=1, max_len=MAX_FRAME_COUNT, item=_BUFFER_INDEX),
+            "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
+            "start_time_s": Field("float", required=False, lo=-MAX_START_TIME_S,
+                                  hi=MAX_START_TIME_S),
+        }),
+        "duration_s": Field("float", lo=0.0, lo_open=True, hi=MAX_DURATION_S),
+        "caption": Field("str", max_len=MAX_CAPTION_CHARS),
+        "negative_caption": Field("str", required=False, max_len=MAX_CAPTION_CHARS),
+        "seed": Field("int", required=False, nullable=True, lo=0, hi=MAX_SEED),
+        "steps": Field("int", required=False, nullable=True, lo=1, hi=MAX_STEPS),
+        "guidance": Field("float", required=False, nullable=True, lo=1.0, hi=MAX_GUIDANCE),
+        "sampler": Field("str", required=False, choices=SAMPLERS),
+        "variations": Field("int", required=False, lo=1, hi=MAX_VARIATIONS),
+        "onset_hints_s": Field("list", required=False, max_len=MAX_ONSET_HINTS,
+                               item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+        "inpaint": Field("object", required=False, nullable=True, fields={
+            "buffer": _BUFFER_INDEX,
+            "sample_rate": Field("int", lo=MIN_AUDIO_SAMPLE_RATE, hi=MAX_AUDIO_SAMPLE_RATE),
+            "samples": Field("int", lo=1, hi=MAX_AUDIO_BUFFER_BYTES // 4),
+            "start_s": Field("float", lo=0.0, hi=MAX_DURATION_S),
+            "end_s": Field("float", lo=0.0, hi=MAX_DURATION_S),
+        }),
+        "audio_format": Field("str", required=False, choices=AUDIO_ENCODINGS),
+    },
+    "cancel": {"request_id": Field("id")},
+    "ping": {},
+    "status": {},
+}
+
+REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
+    "hello_reply": {
+        "version": Field("int", lo=1, hi=1000),
+        "server": Field("str", max_len=MAX_TEXT_CHARS),
+        "state": Field("str", choices=SERVER_STATES),
+        "model_id": Field("str", nullable=True, max_len=MAX_TEXT_CHARS),
+        "model_fps": Field("float", nullable=True, lo=0.0, lo_open=True, hi=MAX_FPS),
+        "sample_rate": Field("int", nullable=True, lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
+        "heartbeat_interval_s": Field("float", lo=MIN_HEARTBEAT_INTERVAL_S,
+                                      hi=MAX_HEARTBEAT_INTERVAL_S),
+        "heartbeat_liveness": Field("int", lo=1, hi=100),
+        "limits": Field("num_map"),
+    },
+    "progress": {
+        "stage": Field("str", max_len=32),
+        "queue_position": Field("int", lo=0, hi=1_000_000),
+        "step": Field("int", lo=0, hi=1_000_000),
+        "total_steps": Field("int", lo=0, hi=1_000_000),
+        "eta_s": Field("float", nullable=True, lo=0.0, hi=1e9),
+        "elapsed_s": Field("float", lo=0.0, hi=1e9),
+    },
+    "result": {
+        "audio": Field("object", fields={
+            "encoding": Field("str", choices=AUDIO_ENCODINGS),
+            "sample_rate": Field("int", lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
+            "channels": Field("int", lo=1, hi=MAX_AUDIO_CHANNELS),
+            "samples": Field("int", lo=0, hi=MAX_AUDIO_BUFFER_BYTES // 4),
+            "buffers": Field("list", min_len=1, max_len=MAX_VARIATIONS, item=_BUFFER_INDEX),
+        }),
+        "duration_s": Field("float", lo=0.0, hi=MAX_DURATION_S),
+        "start_time_s": Field("float", lo=-MAX_START_TIME_S, hi=MAX_START_TIME_S),
+        "onset_times_s": Field("list", max_len=MAX_LIST_FLOATS, item=Field("float", lo=0.0,
+                                                                           hi=MAX_DURATION_S)),
+        "onset_probabilities": Field("list", max_len=MAX_LIST_FLOATS,
+                                     item=Field("float", lo=0.0, hi=1.0)),
+        "onset_curve": Field("object", fields={
+            "rate_hz": Field("float", lo=0.0, lo_open=True, hi=1e6),
+            "values": Field("list", max_len=MAX_LIST_FLOATS, item=Field("float", lo=0.0, hi=1.0)),
+        }),
+        "seed": Field("int", lo=0, hi=MAX_SEED),
+        "steps": Field("int", lo=0, hi=MAX_STEPS),
+        "sampler": Field("str", max_len=32),
+        "model_id": Field("str", max_len=MAX_TEXT_CHARS),
+        "timings_s": Field("num_map"),
+        "warnings": Field("list", max_len=16, item=Field("str", max_len=MAX_TEXT_CHARS)),
+    },
+    "error": {
+        "code": Field("str", choices=tuple(ERROR_CODES)),
+        "message": Field("str", max_len=MAX_TEXT_CHARS),
+        "field": Field("str", nullable=True, max_len=256),
+    },
+    "cancel_reply": {
+        "request_id": Field("id"),
+        "was": Field("str", choices=CANCEL_OUTCOMES),
+    },
+    "pong": {
+        "state": Field("str", choices=SERVER_STATES),
+        "queue_length": Field("int", lo=0, hi=1_000_000),
+    },
+    "status_reply": {
+        "state": Field("str", choices=SERVER_STATES),
+        "server": Field("str", max_len=MAX_TEXT_CHARS),
+        "model_id": Field("str", nullable=True, max_len=MAX_TEXT_CHARS),
+        "model_fps": Field("float", nullable=True, lo=0.0, lo_open=True, hi=MAX_FPS),
+        "sample_rate": Field("int", nullable=True, lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
+        "uptime_s": Field("float", lo=0.0, hi=1e12),
+        "queue_length": Field("int", lo=0, hi=1_000_000),
+        "queue_max": Field("int", lo=0, hi=1_000_000),
+        "clients": Field("int", lo=0, hi=1_000_000),
+        "workers": Field("list", max_len=64, item=Field("object", fields={
+            "device": Field("str", max_len=64),
+            "state": Field("str", choices=WORKER_STATES),
+            "job_id": Field("id", nullable=True),
+            "memory_used_bytes": Field("int", nullable=True, lo=0, hi=2**62),
+            "memory_total_bytes": Field("int", nullable=True, lo=0, hi=2**62),
+        })),
+    },
+}
+
+REQUEST_TYPES = tuple(REQUEST_SCHEMAS)
+REPLY_TYPES = tuple(REPLY_SCHEMAS)
+# Requests answered by one final reply of this type (besides "error").
+FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_reply",
+               "ping": "pong", "status": "status_reply"}
+
+_HEADER_KEYS = ("v", "type", "id", "parent", "body")
+
+# --------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A fresh message id: 32 lowercase hex digits (uuid4)."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Message:
+    """One protocol message.
+
+    Attributes:
+        type: a key of ``REQUEST_SCHEMAS`` or ``REPLY_SCHEMAS``.
+        body: the validated body (plain dict of msgpack types).
+        id: this message's id (requests: chosen by the client; replies: by the server).
+        parent: for replies, the id of the request answered; None for requests.
+        buffers: raw payloads (bytes or memoryview) referenced by index from ``body``.
+        version: the protocol version written in the header.
+    """
+
+    type: str
+    body: dict[str, Any]
+    id: str = dataclass_field(default_factory=new_id)
+    parent: str | None = None
+    buffers: list[Any] = dataclass_field(default_factory=list)
+    version: int = PROTOCOL_VERSION
+
+
+def error_message(code: str, message: str, *, field: str | None = None,
+                  parent: str | None = None) -> Message:
+    """The ``error`` reply for ``code`` (a key of ``ERROR_CODES``)."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    return Message("error", {"code": code, "message": message[:MAX_TEXT_CHARS], "field": field},
+                   parent=parent)
+
+
+def error_from_exception(exc: ProtocolError) -> Message:
+    """The ``error`` reply that answers a message which failed ``decode``."""
+    return error_message(exc.code, exc.message, field=exc.field, parent=exc.request_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Signing
+# --------------------------------------------------------------------------------------------
+
+REPLAY_HISTORY = 1 << 16
+
+
+class Signer:
+    """HMAC-SHA256 over the header and buffer frames; an empty key disables signing.
+
+    ``verify`` also rejects a signature seen before (bounded history of ``REPLAY_HISTORY``).
+    """
+
+    def __init__(self, key: bytes = b""):
+        self.key = bytes(key)
+        self._seen: set[bytes] = set()
+        self._order: deque[bytes] = deque()
+
+    def sign(self, parts: Iterable[Any]) -> bytes:
+        if not self.key:
+            return b""
+        mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode("ascii")
+
+    def verify(self, signature: Any, parts: Sequence[Any]) -> None:
+        signature = bytes(signature)
+        if not self.key:
+            if signature:
+                raise ProtocolError("auth_failed", "message is signed but this peer has no "
+                                    "signing key configured", "frames[0]")
+            return
+        if not signature:
+            raise ProtocolError("auth_failed", "message is not signed (frame 0 is empty) but "
+                                "a signing key is configured", "frames[0]")
+        if not hmac.compare_digest(signature, self.sign(parts)):
+            raise ProtocolError("auth_failed", "signature does not match", "frames[0]")
+        if signature in self._seen:
+            raise ProtocolError("auth_failed", "replayed message (signature seen before)",
+                                "frames[0]")
+        self._seen.add(signature)
+        self._order.append(signature)
+        if len(self._order) > REPLAY_HISTORY:
+            self._seen.discard(self._order.popleft())
+
+
+# --------------------------------------------------------------------------------------------
+# Codec
+# --------------------------------------------------------------------------------------------
+
+
+def _packer_check() -> None:
+    """Round-trip a header once at import: a broken msgpack fails loudly, here."""
+    sample = {"v": PROTOCOL_VERSION, "type": "ping", "id": "x", "parent": None, "body": {}}
+    packed = msgpack.packb(sample, use_bin_type=True)
+    if not isinstance(packed, bytes) or _unpack(packed) != sample:
+        raise RuntimeError("msgpack.packb/unpackb do not round-trip a protocol header")
+
+
+def _unpack(data: Any) -> Any:
+    return msgpack.unpackb(
+        data, raw=False, strict_map_key=True, use_list=True,
+        max_str_len=MAX_HEADER_BYTES, max_bin_len=MAX_HEADER_BYTES,
+        max_array_len=MAX_BUFFERS, max_map_len=MAX_MAP_ENTRIES, max_ext_len=0,
+    )
+
+
+def encode(message: Message, signer: Signer | None = None) -> list[Any]:
+    """Frames for ``message``: ``[signature, header, *buffers]``.
+
+    The body is validated first (the same checks as ``decode``), so a client finds its own
+    mistakes before anything is sent.
+
+    Raises:
+        ProtocolError: the message does not satisfy the schema.
+    """
+    header = {"v": message.version, "type": message.type, "id": message.id,
+              "parent": message.parent, "body": message.body}
+    direction = "request" if message.type in REQUEST_SCHEMAS else "reply"
+    _validate_header(header, direction)
+    sizes = [_nbytes(b) for b in message.buffers]
+    _validate_buffers(message.type, message.body, sizes, message.id)
+    packed = msgpack.packb(header, use_bin_type=True)
+    if len(packed) > MAX_HEADER_BYTES:
+        raise ProtocolError("too_large", f"header is {len(packed)} bytes, the limit is "
+                            f"{MAX_HEADER_BYTES}", "header", message.id)
+    parts = [packed, *message.buffers]
+    signature = (signer or Signer()).sign(parts)
+    return [signature, *parts]
+
+
+def decode(frames: Sequence[Any], signer: Signer | None = None,
+           direction: str = "request") -> Message:
+    """Inverse of ``encode``: authenticate, unpack and validate ``frames``.
+
+    Args:
+        frames: ``[signature, header, *buffers]`` as bytes, memoryview or zmq.Frame (the ROUTER
+            routing id already removed).
+        signer: the same key as the sender's; None means unsigned.
+        direction: "request" (a server decoding) or "reply" (a client decoding).
+
+    Returns:
+        The message; buffers are memoryviews over the received frames (no copy).
+
+    Raises:
+        ProtocolError: naming the code, the field and (if readable) the request id.
+    """
+    if len(frames) < 2:
+        raise ProtocolError("bad_message", f"a message has at least 2 frames (signature, "
+                            f"header); got {len(frames)}", "frames")
+    if len(frames) > 2 + MAX_BUFFERS:
+        raise ProtocolError("too_large", f"{len(frames)} frames; at most {2 + MAX_BUFFERS}",
+                            "frames")
+    views = [_view(f) for f in frames]
+    header_view = views[1]
+    if header_view.nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError("too_large", f"header frame is {header_view.nbytes} bytes; the "
+                            f"limit is {MAX_HEADER_BYTES}", "header")
+    (signer or Signer()).verify(views[0], views[1:])
+    try:
+        header = _unpack(header_view)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, UnicodeDecodeError) as exc:
+        raise ProtocolError("bad_message", f"header is not a valid msgpack map within the "
+                            f"limits: {type(exc).__name__}: {exc}", "header") from None
+    except Exception as exc:  # msgpack raises a few odd types on hostile input
+        raise ProtocolError("bad_message", f"header does not unpack: {type(exc).__name__}",
+                            "header") from None
+    _validate_header(header, direction)
+    buffers = views[2:]
+    _validate_buffers(header["type"], header["body"], [b.nbytes for b in buffers], header["id"])
+    return Message(header["type"], header["body"], header["id"], header["parent"], buffers,
+                   header["v"])
+
+
+def _view(frame: Any) -> memoryview:
+    if hasattr(frame, "buffer") and not isinstance(frame, (bytes, bytearray, memoryview)):
+        frame = frame.buffer  # zmq.Frame
+    view = memoryview(frame)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+def _nbytes(buffer: Any) -> int:
+    return memoryview(buffer).nbytes
+
+
+def _validate_header(header: Any, direction: str) -> None:
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_message", f"header must be a msgpack map, got "
+                            f"{_typename(header)}", "header")
+    raw_id = header.get("id")
+    request_id = raw_id if isinstance(raw_id, str) and _ID_RE.match(raw_id) else None
+    for key in _HEADER_KEYS:
+        if key not in header:
+            raise ProtocolError("missing_field", f"header has no {key!r}", f"header.{key}",
+                                request_id)
+    for key in header:
+        if key not in _HEADER_KEYS:
+            raise ProtocolError("unknown_field", f"header field {str(key)[:40]!r} is not "
+                                f"defined; header fields are {list(_HEADER_KEYS)}",
+                                f"header.{str(key)[:40]}", request_id)
+    version = header["v"]
+    if not _is_int(version):
+        raise ProtocolError("wrong_type", f"version must be an integer, got "
+                            f"{_typename(version)}", "header.v", request_id)
+    if version not in SUPPORTED_VERSIONS:
+        raise ProtocolError("unsupported_version", f"protocol version {version} is not "
+                            f"supported; supported: {list(SUPPORTED_VERSIONS)}", "header.v",
+                            request_id)
+    if request_id is None:
+        raise ProtocolError("bad_message", f"id must be 1..{MAX_ID_CHARS} characters of "
+                            f"[A-Za-z0-9_.:-], got {_describe(raw_id)}", "header.id")
+    schemas = REQUEST_SCHEMAS if direction == "request" else REPLY_SCHEMAS
+    mtype = header["type"]
+    if not isinstance(mtype, str):
+        raise ProtocolError("wrong_type", f"type must be a string, got {_typename(mtype)}",
+                            "header.type", request_id)
+    if mtype not in schemas:
+        raise ProtocolError("unknown_type", f"unknown message type {mtype[:40]!r}; "
+                            f"{direction}s are {list(schemas)}", "header.type", request_id)
+    parent = header["parent"]
+    if direction == "request":
+        if parent is not None:
+            raise ProtocolError("wrong_type", "a request's parent must be nil",
+                                "header.parent", request_id)
+    elif parent is not None and not (isinstance(parent, str) and _ID_RE.match(parent)):
+        raise ProtocolError("wrong_type", "parent must be nil or an id", "header.parent",
+                            request_id)
+    _validate_object(header["body"], schemas[mtype], "body", request_id)
+
+
+def _validate_object(value: Any, fields: Mapping[str, Field], path: str,
+                     request_id: str | None) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError("wrong_type", f"{path} must be a map, got {_typename(value)}",
+                            path, request_id)
+    for key in value:
+        if key not in fields:
+            raise ProtocolError("unknown_field", f"{path} has no field {str(key)[:40]!r}; "
+                                f"known: {sorted(fields)}", f"{path}.{str(key)[:40]}",
+                                request_id)
+    for name, spec in fields.items():
+        if name not in value:
+            if spec.required:
+                raise ProtocolError("missing_field", f"{path}.{name} is required",
+                                    f"{path}.{name}", request_id)
+            continue
+        _validate_value(value[name], spec, f"{path}.{name}", request_id)
+
+
+def _validate_value(value: Any, spec: Field, path: str, request_id: str | None) -> None:
+    if value is None:
+        if spec.nullable:
+            return
+        raise ProtocolError("wrong_type", f"{path} must not be nil", path, request_id)
+    kind = spec.kind
+    if kind == "int":
+        if not _is_int(value):
+            raise ProtocolError("wrong_type", f"{path} must be an integer, got "
+                                f"{_typename(value)}", path, request_id)
+        _check_range(value, spec, path, request_id)
+    elif kind == "float":
+        if not (_is_int(value) or isinstance(value, float)):
+            raise ProtocolError("wrong_type", f"{path} must be a number, got "
+                                f"{_typename(value)}", path, request_id)
+        if not math.isfinite(value):
+            raise ProtocolError("out_of_range", f"{path} must be finite, got {value}", path,
+                                request_id)
+        _check_range(value, spec, path, request_id)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ProtocolError("wrong_type", f"{path} must be a boolean, got "
+                                f"{_typename(value)}", path, request_id)
+    elif kind in ("str", "id"):
+        if not isinstance(value, str):
+            raise ProtocolError("wrong_type", f"{path} must be a string, got "
+                                f"{_typename(value)}", path, request_id)
+        if kind == "id" and not _ID_RE.match(value):
+            raise ProtocolError("out_of_range", f"{path} must be 1..{MAX_ID_CHARS} characters "
+                                f"of [A-Za-z0-9_.:-], got {_describe(value)}", path, request_id)
+        if spec.max_len is not None and len(value) > spec.max_len:
+            raise ProtocolError("too_large", f"{path} has {len(value)} characters; the limit "
+                                f"is {spec.max_len}", path, request_id)
+        if spec.choices is not None and value not in spec.choices:
+            raise ProtocolError("out_of_range", f"{path} must be one of {list(spec.choices)}, "
+                                f"got {_describe(value)}", path, request_id)
+    elif kind == "list":
+        if not isinstance(value, list):
+            raise ProtocolError("wrong_type", f"{path} must be a list, got {_typename(value)}",
+                                path, request_id)
+        if spec.max_len is not None and len(value) > spec.max_len:
+            raise ProtocolError("too_large", f"{path} has {len(value)} items; the limit is "
+                                f"{spec.max_len}", path, request_id)
+        if len(value) < spec.min_len:
+            raise ProtocolError("out_of_range", f"{path} has {len(value)} items; at least "
+                                f"{spec.min_len} are required", path, request_id)
+        assert spec.item is not None
+        for i, item in enumerate(value):
+            _validate_value(item, spec.item, f"{path}[{i}]", request_id)
+    elif kind == "object":
+        assert spec.fields is not None
+        _validate_object(value, spec.fields, path, request_id)
+    elif kind == "num_map":
+        if not isinstance(value, dict):
+            raise ProtocolError("wrong_type", f"{path} must be a map, got {_typename(value)}",
+                                path, request_id)
+        if len(value) > MAX_MAP_ENTRIES:
+            raise ProtocolError("too_large", f"{path} has {len(value)} entries; the limit is "
+                                f"{MAX_MAP_ENTRIES}", path, request_id)
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > 64:
+                raise ProtocolError("wrong_type", f"{path} keys must be strings of at most 64 "
+                                    "characters", path, request_id)
+            _validate_value(item, _F_FINITE, f"{path}.{key}", request_id)
+    else:  # pragma: no cover - schema bug
+        raise AssertionError(f"unknown field kind {kind}")
+
+
+def _check_range(value: float, spec: Field, path: str, request_id: str | None) -> None:
+    lo, hi = spec.lo, spec.hi
+    if lo is not None and (value < lo or (spec.lo_open and value == lo)):
+        bound = f"> {lo}" if spec.lo_open else f">= {lo}"
+        raise ProtocolError("out_of_range", f"{path} must be {bound}, got {value}", path,
+                            request_id)
+    if hi is not None and value > hi:
+        raise ProtocolError("out_of_range", f"{path} must be <= {hi}, got {value}", path,
+                            request_id)
+
+
+def _validate_buffers(mtype: str, body: dict[str, Any], sizes: Sequence[int],
+                      request_id: str) -> None:
+    """Check that every raw buffer is referenced exactly once and has the declared size."""
+    refs: dict[int, str] = {}
+
+    def claim(index: int, path: str) -> int:
+        if index >= len(sizes):
+            raise ProtocolError("bad_buffer", f"{path} refers to buffer {index} but the message "
+                                f"has {len(sizes)} buffer(s)", path, request_id)
+        if index in refs:
+            raise ProtocolError("bad_buffer", f"{path} refers to buffer {index}, already used "
+                                f"by {refs[index]}", path, request_id)
+        refs[index] = path
+        return sizes[index]
+
+    if mtype == "generate":
+        _check_generate_buffers(body, claim, request_id)
+    elif mtype == "result":
+        audio = body["audio"]
+        for i, index in enumerate(audio["buffers"]):
+            path = f"body.audio.buffers[{i}]"
+            size = claim(index, path)
+            if size > MAX_AUDIO_BUFFER_BYTES:
+                raise ProtocolError("too_large", f"audio buffer {index} is {size} bytes; the "
+                                    f"limit is {MAX_AUDIO_BUFFER_BYTES}", path, request_id)
+            if audio["encoding"] == "pcm_f32le":
+                expected = audio["samples"] * audio["channels"] * 4
+                if size != expected:
+                    raise ProtocolError("bad_buffer", f"audio buffer {index} is {size} bytes; "
+                                        f"samples*channels*4 = {expected}", path, request_id)
+    for index in range(len(sizes)):
+        if index not in refs:
+            raise ProtocolError("bad_buffer", f"buffer {index} (frame {index + 2}) is not "
+                                f"referenced by any field; a {mtype} message carries "
+                                f"{len(refs)} buffer(s)", f"buffers[{index}]", request_id)
+
+
+def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> None:
+    frames = body["frames"]
+    encoding = frames["encoding"]
+    indices = frames["buffers"]
+    if encoding == "rgb24":
+        if "shape" not in frames:
+            raise ProtocolError("missing_field", "body.frames.shape [T, H, W, 3] is required "
+                                "for encoding rgb24", "body.frames.shape", request_id)
+        count, height, width, channels = frames["shape"]
+        if count > MAX_FRAME_COUNT:
+            raise ProtocolError("too_large", f"{count} frames; the limit is {MAX_FRAME_COUNT}",
+                                "body.frames.shape[0]", request_id)
+        for i, side in ((1, height), (2, width)):
+            if side > MAX_FRAME_SIDE_PX:
+                raise ProtocolError("too_large", f"frame side {side} px; the limit is "
+                                    f"{MAX_FRAME_SIDE_PX}", f"body.frames.shape[{i}]",
+                                    request_id)
+        if channels != 3:
+            raise ProtocolError("out_of_range", f"frames must have 3 channels (RGB), got "
+                                f"{channels}", "body.frames.shape[3]", request_id)
+        expected = count * height * width * 3
+        if expected > MAX_RAW_FRAMES_BYTES:
+            raise ProtocolError("too_large", f"raw frames would be {expected} bytes; the limit "
+                                f"is {MAX_RAW_FRAMES_BYTES}", "body.frames.shape", request_id)
+        if len(indices) != 1:
+            raise ProtocolError("bad_buffer", f"rgb24 frames travel in exactly 1 buffer, got "
+                                f"{len(indices)} indices", "body.frames.buffers", request_id)
+        size = claim(indices[0], "body.frames.buffers[0]")
+        if size != expected:
+            raise ProtocolError("bad_buffer", f"frames buffer is {size} bytes; shape "
+                                f"{frames['shape']} needs {expected}", "body.frames.buffers[0]",
+                                request_id)
+    else:
+        if "shape" in frames:
+            raise ProtocolError("unknown_field", f"body.frames.shape is only for rgb24; "
+                                f"{encoding} frames carry their own size",
+                                "body.frames.shape", request_id)
+        total = 0
+        for i, index in enumerate(indices):
+            path = f"body.frames.buffers[{i}]"
+            size = claim(index, path)
+            if size > MAX_ENCODED_FRAME_BYTES:
+                raise ProtocolError("too_large", f"{encoding} frame {i} is {size} bytes; the "
+                                    f"limit is {MAX_ENCODED_FRAME_BYTES}", path, request_id)
+            if size == 0:
+                raise ProtocolError("bad_buffer", f"{encoding} frame {i} is empty", path,
+                                    request_id)
+            total += size
+        if total > MAX_ENCODED_FRAMES_BYTES:
+            raise ProtocolError("too_large", f"{encoding} frames total {total} bytes; the limit "
+                                f"is {MAX_ENCODED_FRAMES_BYTES}", "body.frames.buffers",
+                                request_id)
+    duration_s = body["duration_s"]
+    for i, t in enumerate(body.get("onset_hints_s") or ()):
+        if t > duration_s:
+            raise ProtocolError("out_of_range", f"onset hint {t} s is after the end of the clip "
+                                f"({duration_s} s)", f"body.onset_hints_s[{i}]", request_id)
+    inpaint = body.get("inpaint")
+    if inpaint is not None:
+        if not inpaint["start_s"] < inpaint["end_s"] <= duration_s:
+            raise ProtocolError("out_of_range", f"inpaint range must satisfy 0 <= start_s < "
+                                f"end_s <= duration_s ({duration_s}); got [{inpaint['start_s']}, "
+                                f"{inpaint['end_s']}]", "body.inpaint.end_s", request_id)
+        size = claim(inpaint["buffer"], "body.inpaint.buffer")
+        expected = inpaint["samples"] * 4
+        if size != expected:
+            raise ProtocolError("bad_buffer", f"inpaint audio buffer is {size} bytes; samples*4 "
+                                f"= {expected} (mono float32)", "body.inpaint.buffer",
+                                request_id)
+        if inpaint["samples"] > (duration_s + 1.0) * inpaint["sample_rate"]:
+            raise ProtocolError("too_large", f"inpaint audio has {inpaint['samples']} samples, "
+                                f"more than duration_s + 1 s at {inpaint['sample_rate']} Hz",
+                                "body.inpaint.samples", request_id)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _typename(value: Any) -> str:
+    return {dict: "map", list: "list", str: "string", bytes: "binary", bool: "boolean",
+            int: "integer", float: "float", type(None): "nil"}.get(type(value),
+                                                                   type(value).__name__)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_packer_check()
