@@ -1,0 +1,442 @@
+"""foley_protocol: codec round trips, every rejection path, signing, and the client's own
+liveness/timeout logic against a real ROUTER socket on loopback (no server, no model)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from foley_protocol.client import (
+    FoleyClient,
+    build_generate,
+    result_audio_numpy,
+    result_audio_pcm,
+    wav_bytes,
+)
+from foley_protocol.protocol import (
+    LIMITS,
+    MAX_CAPTION_CHARS,
+    MAX_HEADER_BYTES,
+    PROTOCOL_VERSION,
+    Message,
+    ProtocolError,
+    Signer,
+    decode,
+    encode,
+    error_message,
+)
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def generate_message(**overrides) -> Message:
+    frames = bytes(range(256)) * 3  # 4 frames of 8x8x3
+    msg = build_generate(frames, frame_shape=(4, 8, 8, 3), frames_fps=4.0, duration_s=1.0,
+                         caption="a dog barks", seed=7, steps=2)
+    msg.body.update(overrides)
+    return msg
+
+
+def header_of(frames) -> dict:
+    return msgpack.unpackb(frames[1], raw=False)
+
+
+def raw_frames(header: dict, *buffers: bytes, signature: bytes = b"") -> list[bytes]:
+    return [signature, msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+def generate_header(**body_overrides) -> dict:
+    msg = generate_message()
+    body = {**msg.body, **body_overrides}
+    return {"v": PROTOCOL_VERSION, "type": "generate", "id": "req-1", "parent": None,
+            "body": body}
+
+
+FRAMES_96 = b"\x00" * (4 * 8 * 8 * 3)
+
+
+def rejected(frames, direction="request", signer=None) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        decode(frames, signer, direction)
+    return info.value
+
+
+# ---- round trips ------------------------------------------------------------------------
+
+REPLIES = [
+    Message("hello_reply", {"version": 1, "server": "v2a-server test", "state": "ready",
+                            "model_id": "tiny", "model_fps": 4.0, "sample_rate": 16000,
+                            "heartbeat_interval_s": 1.0, "heartbeat_liveness": 3,
+                            "limits": dict(LIMITS)}, parent="abc"),
+    Message("progress", {"stage": "denoise", "queue_position": 0, "step": 3, "total_steps": 25,
+                         "eta_s": 1.5, "elapsed_s": 0.2}, parent="abc"),
+    Message("result", {
+        "audio": {"encoding": "pcm_f32le", "sample_rate": 16000, "channels": 1, "samples": 4,
+                  "buffers": [0, 1]},
+        "duration_s": 0.00025, "start_time_s": 12.5,
+        "onset_times_s": [0.0], "onset_probabilities": [0.9],
+        "onset_curve": {"rate_hz": 25.0, "values": [0.9]},
+        "seed": 5, "steps": 2, "sampler": "dpmpp", "model_id": "tiny",
+        "timings_s": {"denoise": 0.1}, "warnings": []}, parent="abc",
+        buffers=[b"\x00\x00\x80\x3f" * 4, b"\x00" * 16]),
+    Message("error", {"code": "busy", "message": "queue full", "field": None}, parent="abc"),
+    Message("cancel_reply", {"request_id": "abc", "was": "running"}, parent="c1"),
+    Message("pong", {"state": "ready", "queue_length": 0}, parent="p1"),
+    Message("status_reply", {"state": "ready", "server": "s", "model_id": "tiny",
+                             "model_fps": 4.0, "sample_rate": 16000, "uptime_s": 3.0,
+                             "queue_length": 0, "queue_max": 16, "clients": 1,
+                             "workers": [{"device": "cpu", "state": "idle", "job_id": None,
+                                          "memory_used_bytes": 1, "memory_total_bytes": 2}]},
+            parent="s1"),
+]
+
+REQUESTS = [
+    Message("hello", {"client": "test", "versions": [1], "heartbeat_interval_s": 1.0}),
+    generate_message(),
+    Message("cancel", {"request_id": "abc"}),
+    Message("ping", {}),
+    Message("status", {}),
+]
+
+
+@pytest.mark.parametrize("message", REQUESTS + REPLIES, ids=lambda m: m.type)
+def test_round_trip_over_inproc(message):
+    """encode -> real DEALER/ROUTER over inproc -> decode gives back every field."""
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        router.bind("inproc://roundtrip")
+        dealer.connect("inproc://roundtrip")
+        direction = "request" if message in REQUESTS else "reply"
+        dealer.send_multipart(encode(message), copy=False)
+        assert router.poll(2000)
+        frames = router.recv_multipart(copy=False)
+        got = decode(frames[1:], direction=direction)
+    finally:
+        dealer.close(0)
+        router.close(0)
+        ctx.term()
+    assert (got.type, got.id, got.parent, got.version) == (message.type, message.id,
+                                                           message.parent, PROTOCOL_VERSION)
+    assert got.body == message.body
+    assert [bytes(b) for b in got.buffers] == [bytes(memoryview(b)) for b in message.buffers]
+
+
+def test_generate_from_numpy_frames_and_inpaint_audio():
+    np = pytest.importorskip("numpy")
+    frames = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    audio = np.linspace(-1, 1, 16000, dtype=np.float32)
+    msg = build_generate(frames, frames_fps=4.0, duration_s=1.0, caption="x",
+                         onset_hints_s=[0.1, 0.5], inpaint_audio=audio,
+                         inpaint_sample_rate=16000, inpaint_range_s=(0.2, 0.6))
+    got = decode(encode(msg))
+    assert got.body["frames"]["shape"] == [2, 4, 6, 3]
+    assert got.body["inpaint"] == {"buffer": 1, "sample_rate": 16000, "samples": 16000,
+                                   "start_s": 0.2, "end_s": 0.6}
+    assert bytes(got.buffers[0]) == frames.tobytes()
+    assert np.array_equal(np.frombuffer(got.buffers[1], "<f4"), audio)
+
+
+def test_jpeg_frames_one_buffer_each():
+    images = [b"\xff\xd8\xff fake jpeg %d" % i for i in range(3)]
+    msg = build_generate(images, frame_encoding="jpeg", frames_fps=4.0, duration_s=0.75,
+                         caption="x")
+    got = decode(encode(msg))
+    assert got.body["frames"]["buffers"] == [0, 1, 2]
+    assert [bytes(b) for b in got.buffers] == images
+
+
+def test_result_audio_helpers():
+    np = pytest.importorskip("numpy")
+    result = REPLIES[2]
+    event = type("E", (), {"body": result.body, "buffers": result.buffers})()
+    pcm = result_audio_pcm(event)
+    assert [len(p) for p in pcm] == [16, 16]
+    arrays = result_audio_numpy(event)
+    assert arrays[0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    wav = wav_bytes(pcm[0], 16000)
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and wav.endswith(bytes(pcm[0]))
+    sf = pytest.importorskip("soundfile")
+    import io
+
+    data, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    assert rate == 16000 and data.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_package_imports_without_numpy_or_torch():
+    code = ("import sys, foley_protocol, foley_protocol.client, foley_protocol.protocol; "
+            "bad = [m for m in ('numpy', 'torch', 'soundfile') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---- rejections: each names its code and field ------------------------------------------
+
+CASES = [
+    # (description, frames, code, field)
+    ("one frame", [b""], "bad_message", "frames"),
+    ("garbage header", [b"", b"\xc1\xc1"], "bad_message", "header"),
+    ("truncated msgpack", [b"", b"\x85\xa1v"], "bad_message", "header"),
+    ("header is a list", raw_frames([1, 2, 3]), "bad_message", "header"),
+    ("huge declared array", [b"", b"\xdd\xff\xff\xff\xff"], "bad_message", "header"),
+    ("huge declared string", [b"", b"\xdb\x7f\xff\xff\xff"], "bad_message", "header"),
+    ("oversized header", [b"", b"\x00" * (MAX_HEADER_BYTES + 1)], "too_large", "header"),
+    ("deep nesting", [b"", b"\x91" * 5000 + b"\x01"], "bad_message", "header"),
+    ("ext type", [b"", msgpack.packb(msgpack.ExtType(5, b"x" * 10))], "bad_message", "header"),
+    ("missing id", raw_frames({"v": 1, "type": "ping", "parent": None, "body": {}}),
+     "missing_field", "header.id"),
+    ("extra header key", raw_frames({"v": 1, "type": "ping", "id": "a", "parent": None,
+                                     "body": {}, "x": 1}), "unknown_field", "header.x"),
+    ("wrong version", raw_frames({"v": 2, "type": "ping", "id": "a", "parent": None,
+                                  "body": {}}), "unsupported_version", "header.v"),
+    ("version is a string", raw_frames({"v": "1", "type": "ping", "id": "a", "parent": None,
+                                        "body": {}}), "wrong_type", "header.v"),
+    ("bad id", raw_frames({"v": 1, "type": "ping", "id": "../etc", "parent": None,
+                           "body": {}}), "bad_message", "header.id"),
+    ("unknown type", raw_frames({"v": 1, "type": "rm -rf", "id": "a", "parent": None,
+                                 "body": {}}), "unknown_type", "header.type"),
+    ("reply type sent as request", raw_frames({"v": 1, "type": "result", "id": "a",
+                                               "parent": None, "body": {}}),
+     "unknown_type", "header.type"),
+    ("request with parent", raw_frames({"v": 1, "type": "ping", "id": "a", "parent": "b",
+                                        "body": {}}), "wrong_type", "header.parent"),
+    ("body not a map", raw_frames({"v": 1, "type": "ping", "id": "a", "parent": None,
+                                   "body": []}), "wrong_type", "body"),
+    ("ping with a field", raw_frames({"v": 1, "type": "ping", "id": "a", "parent": None,
+                                      "body": {"x": 1}}), "unknown_field", "body.x"),
+    ("missing caption", raw_frames({**generate_header(), "body": {
+        k: v for k, v in generate_header()["body"].items() if k != "caption"}}, FRAMES_96),
+     "missing_field", "body.caption"),
+    ("caption too long", raw_frames(generate_header(caption="a" * (MAX_CAPTION_CHARS + 1)),
+                                    FRAMES_96), "too_large", "body.caption"),
+    ("caption is bytes", raw_frames(generate_header(caption=b"dog"), FRAMES_96),
+     "wrong_type", "body.caption"),
+    ("duration NaN", raw_frames(generate_header(duration_s=math.nan), FRAMES_96),
+     "out_of_range", "body.duration_s"),
+    ("duration zero", raw_frames(generate_header(duration_s=0), FRAMES_96),
+     "out_of_range", "body.duration_s"),
+    ("duration 1 hour", raw_frames(generate_header(duration_s=3600.0), FRAMES_96),
+     "out_of_range", "body.duration_s"),
+    ("steps is bool", raw_frames(generate_header(steps=True), FRAMES_96),
+     "wrong_type", "body.steps"),
+    ("variations 100", raw_frames(generate_header(variations=100), FRAMES_96),
+     "out_of_range", "body.variations"),
+    ("seed negative", raw_frames(generate_header(seed=-1), FRAMES_96),
+     "out_of_range", "body.seed"),
+    ("sampler unknown", raw_frames(generate_header(sampler="euler"), FRAMES_96),
+     "out_of_range", "body.sampler"),
+    ("guidance inf", raw_frames(generate_header(guidance=math.inf), FRAMES_96),
+     "out_of_range", "body.guidance"),
+    ("unknown body field", raw_frames(generate_header(path="/etc/passwd"), FRAMES_96),
+     "unknown_field", "body.path"),
+    ("huge declared frame count", raw_frames(generate_header(frames={
+        "encoding": "rgb24", "shape": [10**9, 8, 8, 3], "buffers": [0], "fps": 4.0}),
+        FRAMES_96), "out_of_range", "body.frames.shape[0]"),
+    ("frames too many bytes", raw_frames(generate_header(frames={
+        "encoding": "rgb24", "shape": [3600, 2048, 2048, 3], "buffers": [0], "fps": 4.0}),
+        FRAMES_96), "too_large", "body.frames.shape"),
+    ("4 channels", raw_frames(generate_header(frames={
+        "encoding": "rgb24", "shape": [3, 8, 8, 4], "buffers": [0], "fps": 4.0}), FRAMES_96),
+     "out_of_range", "body.frames.shape[3]"),
+    ("frame buffer short", raw_frames(generate_header(), FRAMES_96[:-1]),
+     "bad_buffer", "body.frames.buffers[0]"),
+    ("frame buffer missing", raw_frames(generate_header()),
+     "bad_buffer", "body.frames.buffers[0]"),
+    ("extra frame", raw_frames(generate_header(), FRAMES_96, b"extra"),
+     "bad_buffer", "buffers[1]"),
+    ("buffer used twice", raw_frames(generate_header(frames={
+        "encoding": "jpeg", "buffers": [0, 0], "fps": 4.0}), b"\xff\xd8"),
+     "bad_buffer", "body.frames.buffers[1]"),
+    ("rgb24 without shape", raw_frames(generate_header(frames={
+        "encoding": "rgb24", "buffers": [0], "fps": 4.0}), FRAMES_96),
+     "missing_field", "body.frames.shape"),
+    ("fps zero", raw_frames(generate_header(frames={
+        "encoding": "rgb24", "shape": [4, 8, 8, 3], "buffers": [0], "fps": 0}), FRAMES_96),
+     "out_of_range", "body.frames.fps"),
+    ("onset hint after end", raw_frames(generate_header(onset_hints_s=[0.5, 2.0]), FRAMES_96),
+     "out_of_range", "body.onset_hints_s[1]"),
+    ("inpaint range reversed", raw_frames(generate_header(inpaint={
+        "buffer": 1, "sample_rate": 16000, "samples": 4, "start_s": 0.5, "end_s": 0.2}),
+        FRAMES_96, b"\x00" * 16), "out_of_range", "body.inpaint.end_s"),
+    ("inpaint size mismatch", raw_frames(generate_header(inpaint={
+        "buffer": 1, "sample_rate": 16000, "samples": 5, "start_s": 0.1, "end_s": 0.2}),
+        FRAMES_96, b"\x00" * 16), "bad_buffer", "body.inpaint.buffer"),
+    ("cancel id with slash", raw_frames({"v": 1, "type": "cancel", "id": "a", "parent": None,
+                                         "body": {"request_id": "a/b"}}),
+     "out_of_range", "body.request_id"),
+    ("signed but no key", raw_frames({"v": 1, "type": "ping", "id": "a", "parent": None,
+                                      "body": {}}, signature=b"00ff"), "auth_failed",
+     "frames[0]"),
+]
+
+
+@pytest.mark.parametrize("description, frames, code, field", CASES,
+                         ids=[c[0] for c in CASES])
+def test_rejections_name_code_and_field(description, frames, code, field):
+    err = rejected(frames)
+    assert (err.code, err.field) == (code, field), str(err)
+    assert err.message
+    reply = error_message(err.code, err.message, field=err.field, parent=err.request_id)
+    decode(encode(reply), direction="reply")  # the error itself is a valid reply
+
+
+def test_rejection_keeps_request_id_when_readable():
+    err = rejected(raw_frames(generate_header(variations=9), FRAMES_96))
+    assert err.request_id == "req-1"
+    err = rejected([b"", b"\xc1"])
+    assert err.request_id is None
+
+
+def test_encode_validates_before_sending():
+    with pytest.raises(ProtocolError) as info:
+        encode(generate_message(caption=None))
+    assert info.value.field == "body.caption"
+
+
+# ---- signing ----------------------------------------------------------------------------
+
+
+def test_signed_messages_verify_and_reject_tampering_and_replay():
+    sender, receiver = Signer(b"secret"), Signer(b"secret")
+    frames = encode(Message("ping", {}), sender)
+    decode(frames, receiver)
+    assert rejected(frames, signer=receiver).message.startswith("replayed")
+    tampered = encode(Message("ping", {}), sender)
+    tampered[1] = tampered[1].replace(b"ping", b"pong")
+    assert rejected(tampered, signer=receiver).code == "auth_failed"
+    unsigned = encode(Message("ping", {}))
+    assert "not signed" in rejected(unsigned, signer=receiver).message
+    wrong_key = encode(Message("ping", {}), Signer(b"other"))
+    assert rejected(wrong_key, signer=receiver).message == "signature does not match"
+
+
+# ---- fuzz: nothing but ProtocolError escapes decode --------------------------------------
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=64), min_size=0, max_size=5))
+def test_fuzz_garbage_frames_only_raise_protocol_error(frames):
+    try:
+        decode(frames)
+    except ProtocolError as err:
+        assert err.code and err.message
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["header", "body", "field"]), st.sampled_from(sorted(
+    generate_header()["body"])), msgpack_values)
+def test_fuzz_wrong_values_only_raise_protocol_error(where, name, value):
+    header = generate_header()
+    if where == "header":
+        header = value
+    elif where == "body":
+        header["body"] = value
+    else:
+        header["body"][name] = value
+    try:
+        msg = decode(raw_frames(header, FRAMES_96))
+    except ProtocolError as err:
+        assert err.code and err.message
+    else:  # accepted: must still satisfy the schema (e.g. an int where a float is allowed)
+        decode(encode(msg))
+
+
+# ---- the client's own logic against a silent or slow ROUTER --------------------------------
+
+
+@pytest.fixture()
+def router():
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    yield sock, f"tcp://127.0.0.1:{port}"
+    sock.close(0)
+
+
+def poll_until(client, predicate, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        for event in client.poll(0.05):
+            seen.append(event)
+            if predicate(event):
+                return event, seen
+    raise AssertionError(f"no matching event in {timeout_s} s; saw {[e.type for e in seen]}")
+
+
+def test_client_reports_silent_server_lost_within_liveness(router):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.2, liveness=3)
+    try:
+        t0 = time.monotonic()
+        request_id = client.ping(timeout_s=30.0)
+        event, _ = poll_until(client, lambda e: e.request_id == request_id, 5.0)
+        elapsed = time.monotonic() - t0
+        assert event.type == "error" and event.body["code"] == "server_lost" and event.local
+        assert 0.5 <= elapsed < 1.5  # 3 x 0.2 s plus scheduling
+        assert sock.poll(100)  # the hello and pings did reach the ROUTER
+    finally:
+        client.close()
+
+
+def test_client_request_timeout_sends_cancel(router):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.1)
+    try:
+        request_id = client.send(generate_message(), timeout_s=0.4)
+        deadline = time.monotonic() + 5.0
+        cancelled = timed_out = False
+        while time.monotonic() < deadline and not (cancelled and timed_out):
+            for event in client.poll(0.02):
+                if event.request_id == request_id:
+                    assert event.body["code"] == "timeout" and event.final
+                    timed_out = True
+            while sock.poll(0):  # play a live server: answer pings so only the deadline fires
+                identity, *frames = sock.recv_multipart()
+                msg = decode(frames)
+                if msg.type == "ping":
+                    reply = Message("pong", {"state": "ready", "queue_length": 0},
+                                    parent=msg.id)
+                    sock.send_multipart([identity, *encode(reply)])
+                cancelled |= msg.type == "cancel" and msg.body["request_id"] == request_id
+        assert timed_out and cancelled
+    finally:
+        client.close()
+
+
+def test_client_drops_invalid_replies(router):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.1)
+    try:
+        assert sock.poll(2000)
+        identity, *frames = sock.recv_multipart()
+        hello = decode(frames)
+        sock.send_multipart([identity, b"", b"\xc1not msgpack"])
+        bad = encode(Message("pong", {"state": "ready", "queue_length": 0}, parent=hello.id))
+        bad[1] = msgpack.packb({**header_of(bad), "body": {"state": "sleepy",
+                                                           "queue_length": 0}})
+        sock.send_multipart([identity, *bad])
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and client.bad_replies < 2:
+            client.poll(0.05)
+        assert client.bad_replies == 2
+    finally:
+        client.close()
