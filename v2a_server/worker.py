@@ -88,9 +88,10 @@ class ModelWorker(threading.Thread):
                 continue
             self.job, self.state = job, "busy"
             try:
-                self._run_job(job)
+                final = self._run_job(job)
             finally:
                 self.job, self.state = None, "idle"
+            self.post(final)  # after going idle: a status answered next sees a free worker
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -129,7 +130,8 @@ class ModelWorker(threading.Thread):
 
     # ---- one job ------------------------------------------------------------------------
 
-    def _run_job(self, job: Job) -> None:
+    def _run_job(self, job: Job) -> tuple:
+        """Run ``job``; returns its final event ("result" or "failed") for the loop."""
         from v2a_server.pipelines import GenerationCancelled
 
         job.started_at = time.monotonic()
@@ -176,22 +178,22 @@ class ModelWorker(threading.Thread):
                 "encode_s": t_end - t_enc,
                 "total_s": t_end - job.accepted_at,
             })
-            self.post(("result", job, body, buffers))
             logger.info("%s: done in %.2f s (pipeline %.2f s)", job.label,
                         t_end - job.started_at, t_enc - t_pipe)
+            return ("result", job, body, buffers)
         except GenerationCancelled:
             logger.info("%s: cancelled (%s)", job.label, job.cancel_message or job.cancel_code)
-            self.post(("failed", job, job.cancel_code, job.cancel_message or "cancelled", None))
+            return ("failed", job, job.cancel_code, job.cancel_message or "cancelled", None)
         except MediaError as exc:
-            self.post(("failed", job, "bad_media", str(exc), exc.field))
+            return ("failed", job, "bad_media", str(exc), exc.field)
         except ValueError as exc:
             logger.info("%s: refused by the model: %s", job.label, exc)
-            self.post(("failed", job, "invalid_request", str(exc), None))
+            return ("failed", job, "invalid_request", str(exc), None)
         except Exception as exc:  # a model error must end the job, not the worker
             logger.exception("%s: generation failed", job.label)
             if "out of memory" in str(exc).lower():
                 _empty_cuda_cache()
-            self.post(("failed", job, "generation_failed", f"{type(exc).__name__}: {exc}", None))
+            return ("failed", job, "generation_failed", f"{type(exc).__name__}: {exc}", None)
 
 
 def _progress(stage: str, step: int, total_steps: int, eta_s: float | None,

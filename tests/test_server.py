@@ -1,0 +1,525 @@
+"""v2a-server end to end: a real server subprocess on loopback with the tiny model, real
+ZeroMQ sockets, the foley_protocol client. Every wait has a timeout; every server is killed
+in teardown."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from foley_protocol.client import FoleyClient, RequestFailed, result_audio_numpy
+from foley_protocol.protocol import (
+    MAX_FRAME_COUNT,
+    PROTOCOL_VERSION,
+    REQUEST_SCHEMAS,
+    Message,
+    decode,
+    encode,
+)
+
+SAMPLE_RATE = 16000
+READY_TIMEOUT_S = 120.0  # model load on a busy 2-core machine
+JOB_TIMEOUT_S = 60.0
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A `v2a-server` subprocess; logs to a file; always killed by ``stop``."""
+
+    def __init__(self, model_dir: Path, log_dir: Path, *extra: str, bind: str | None = None):
+        self.model_dir = model_dir
+        self.port = free_port()
+        self.bind = bind or f"tcp://127.0.0.1:{self.port}"
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.extra = list(extra)
+        self.log_path = log_dir / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).with_name("v2a-server")
+        head = [str(script)] if script.exists() else [sys.executable, "-m", "v2a_server.server"]
+        return [*head, "--model", str(self.model_dir), "--bind", self.bind, "--threads", "1",
+                *self.extra]
+
+    def start(self) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def wait_listening(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "listening on" not in self.log():
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"server not listening after {timeout_s} s"
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def wait_ready(client: FoleyClient, timeout_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        client.poll(0.1)
+        if client.connected and client.server_info["state"] == "ready":
+            return
+    raise AssertionError(f"server not ready in {timeout_s} s (state {client.state}, "
+                         f"info {client.server_info})")
+
+
+def collect(clients, request_ids, timeout_s=JOB_TIMEOUT_S):
+    """Poll ``clients`` until every id in ``request_ids`` has ended; returns id -> events."""
+    events = {rid: [] for rid in request_ids}
+    open_ids = set(request_ids)
+    deadline = time.monotonic() + timeout_s
+    while open_ids:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(open_ids)} request(s) still open after {timeout_s} s")
+        for client in clients:
+            for event in client.poll(0.02 if len(clients) > 1 else 0.1):
+                if event.request_id in events:
+                    events[event.request_id].append(event)
+                    if event.final:
+                        open_ids.discard(event.request_id)
+    return events
+
+
+def small_frames(n=2, side=32, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+
+
+QUICK = dict(frames_fps=4.0, duration_s=0.5, caption="a door closes", steps=1, guidance=1.0)
+SLOW = dict(frames_fps=4.0, duration_s=1.0, caption="rain", steps=40, guidance=3.0)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    proc = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("server-log"),
+                         "--max-queue", "64").start()
+    try:
+        with FoleyClient(proc.endpoint, client_name="fixture") as client:
+            wait_ready(client)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with FoleyClient(server.endpoint, client_name="test") as c:
+        wait_ready(c, 30.0)
+        yield c
+
+
+# ---- round trip -------------------------------------------------------------------------
+
+
+def test_round_trip_frames_to_audio_and_onsets(client, tiny_model_dir):
+    duration_s = 1.5
+    rid = client.generate(small_frames(6), frames_fps=4.0, duration_s=duration_s,
+                          caption="footsteps on gravel", seed=123, steps=3, variations=2,
+                          start_time_s=12.0, onset_hints_s=[0.5, 1.0], timeout_s=JOB_TIMEOUT_S)
+    events = collect([client], [rid])[rid]
+    result = events[-1]
+    assert result.type == "result", result.body
+    progress = [e.body for e in events[:-1]]
+    assert all(e.type == "progress" for e in events[:-1])
+    stages = [p["stage"] for p in progress]
+    assert stages[0] == "queued" and progress[0]["queue_position"] >= 1
+    assert stages[1] == "preparing"
+    denoise = [p for p in progress if p["stage"] == "denoise"]
+    assert [p["step"] for p in denoise] == [1, 2, 3]
+    assert all(p["total_steps"] == 3 and p["queue_position"] == 0 for p in denoise)
+    assert stages[-1] == "finishing"
+    body = result.body
+    samples = round(duration_s * SAMPLE_RATE)
+    assert body["audio"] == {"encoding": "pcm_f32le", "sample_rate": SAMPLE_RATE,
+                             "channels": 1, "samples": samples, "buffers": [0, 1]}
+    audio = result_audio_numpy(result)
+    assert [a.shape for a in audio] == [(samples,), (samples,)]
+    assert all(np.isfinite(a).all() for a in audio)
+    assert body["seed"] == 123 and body["steps"] == 3 and body["start_time_s"] == 12.0
+    assert body["model_id"] == tiny_model_dir.name
+    assert len(body["onset_times_s"]) == len(body["onset_probabilities"])
+    assert all(0 <= t <= duration_s for t in body["onset_times_s"])
+    assert body["onset_curve"]["rate_hz"] == 25.0
+    assert len(body["onset_curve"]["values"]) >= math.floor(duration_s * 25)
+    assert body["timings_s"]["pipeline_s"] > 0
+
+
+def test_flac_on_request_and_jpeg_frames(client):
+    from PIL import Image
+
+    jpegs = []
+    for frame in small_frames(4):
+        stream = io.BytesIO()
+        Image.fromarray(frame).save(stream, format="JPEG")
+        jpegs.append(stream.getvalue())
+    result = client.generate_blocking(jpegs, frame_encoding="jpeg", audio_format="flac",
+                                      timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert result.body["audio"]["encoding"] == "flac"
+    (audio,) = result_audio_numpy(result)
+    assert audio.shape == (round(QUICK["duration_s"] * SAMPLE_RATE),)
+
+
+def test_bad_jpeg_is_reported_as_bad_media(client):
+    with pytest.raises(RequestFailed) as info:
+        client.generate_blocking([b"\xff\xd8\xff not really a jpeg"], frame_encoding="jpeg",
+                                 timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert info.value.code == "bad_media" and info.value.field == "body.frames.buffers[0]"
+
+
+def test_queue_positions_reported_to_second_client(server, client):
+    with FoleyClient(server.endpoint, client_name="second") as other:
+        wait_ready(other, 30.0)
+        first = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S,
+                                **{**SLOW, "steps": 8})
+        first_events = []
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not any(e.body.get("stage") == "denoise" for e in first_events):
+            assert time.monotonic() < deadline
+            first_events += client.poll(0.05)
+        waiting = [other.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+                   for _ in range(2)]
+        events = collect([client, other], [first, *waiting])
+    positions = {rid: [e.body["queue_position"] for e in events[rid]
+                       if e.type == "progress" and e.body["stage"] == "queued"]
+                 for rid in waiting}
+    assert positions[waiting[0]] == [1]
+    assert positions[waiting[1]] == [2, 1]  # moves up when the first waiting job starts
+    assert all(events[rid][-1].type == "result" for rid in [first, *waiting])
+
+
+# ---- cancel and vanished clients --------------------------------------------------------
+
+
+def status(client: FoleyClient) -> dict:
+    event = client.wait(client.status(), timeout_s=10.0)
+    assert event.type == "status_reply", event.body
+    return event.body
+
+
+def test_cancel_during_denoising_stops_within_one_step(client):
+    rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+    seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
+    while not any(e.body.get("stage") == "denoise" and e.body["step"] >= 2 for e in seen):
+        assert time.monotonic() < deadline
+        seen += [e for e in client.poll(0.02) if e.request_id == rid]
+    step_at_cancel = max(e.body["step"] for e in seen if e.body.get("stage") == "denoise")
+    t_cancel = time.monotonic()
+    cancel_id = client.cancel(rid)
+    events = collect([client], [rid, cancel_id])
+    t_end = time.monotonic()
+    assert events[cancel_id][-1].body == {"request_id": rid, "was": "running"}
+    final = events[rid][-1]
+    assert final.type == "error" and final.body["code"] == "cancelled"
+    later_steps = [e.body["step"] for e in events[rid] if e.body.get("stage") == "denoise"]
+    assert len(later_steps) <= 1 and all(s <= step_at_cancel + 1 for s in later_steps)
+    elapsed = [e.body["elapsed_s"] for e in seen if e.body.get("stage") == "denoise"]
+    step_s = max(b - a for a, b in zip(elapsed, elapsed[1:]))
+    # the step in flight finishes, then the job ends (plus slack for a loaded 2-core machine)
+    assert t_end - t_cancel < 2 * step_s + 1.0, (t_end - t_cancel, step_s)
+    print(f"cancel ended the job {t_end - t_cancel:.2f} s after the request (step {step_s:.2f} s)")
+    workers = status(client)["workers"]
+    assert [w["state"] for w in workers] == ["idle"] and workers[0]["job_id"] is None
+    assert client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+
+
+def test_vanished_client_has_its_job_cancelled(server, client):
+    gone = FoleyClient(server.endpoint, client_name="vanishing")
+    wait_ready(gone, 30.0)
+    rid = gone.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+    seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
+    while not any(e.body.get("stage") == "denoise" for e in seen):
+        assert time.monotonic() < deadline
+        seen += gone.poll(0.05)
+    gone.close()  # no goodbye: the server only notices the missing heartbeats
+    t_gone = time.monotonic()
+    while status(client)["workers"][0]["state"] != "idle":
+        assert time.monotonic() - t_gone < 10.0, "job of a vanished client kept running"
+        time.sleep(0.2)
+    freed_after_s = time.monotonic() - t_gone
+    assert 2.5 < freed_after_s < 8.0  # liveness 3 x 1 s, then at most one step
+    assert f"{rid}" in server.log() and "no heartbeat" in server.log()
+    assert client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+
+
+# ---- concurrency ------------------------------------------------------------------------
+
+
+def test_8_clients_5_jobs_all_complete_in_fifo_order(server):
+    clients = [FoleyClient(server.endpoint, client_name=f"c{i}") for i in range(8)]
+    try:
+        for c in clients:
+            wait_ready(c, 30.0)
+        submitted = {c: [c.generate(small_frames(seed=i), timeout_s=120.0, seed=i, **QUICK)
+                         for i in range(5)] for c in clients}
+        all_ids = [rid for ids in submitted.values() for rid in ids]
+        events = collect(clients, all_ids, timeout_s=120.0)
+    finally:
+        for c in clients:
+            c.close()
+    finals = {rid: evs[-1] for rid, evs in events.items()}
+    assert len(finals) == 40
+    assert all(f.type == "result" for f in finals.values()), \
+        [f.body for f in finals.values() if f.type != "result"]
+    timings = {rid: finals[rid].body["timings_s"] for rid in all_ids}
+    for ids in submitted.values():  # each client's jobs were accepted in submit order
+        accepted = [timings[rid]["accepted_at_s"] for rid in ids]
+        assert accepted == sorted(accepted)
+    by_acceptance = sorted(all_ids, key=lambda rid: timings[rid]["accepted_at_s"])
+    started = [timings[rid]["started_at_s"] for rid in by_acceptance]
+    assert started == sorted(started), "jobs did not start in arrival order"
+
+
+# ---- hostile messages -------------------------------------------------------------------
+
+GENERATE_BODY = {
+    "frames": {"encoding": "rgb24", "shape": [2, 8, 8, 3], "buffers": [0], "fps": 4.0},
+    "duration_s": 0.5, "caption": "x", "steps": 1,
+}
+FRAMES = b"\x00" * (2 * 8 * 8 * 3)
+REQUIRED = [name for name, spec in REQUEST_SCHEMAS["generate"].items() if spec.required]
+OPTIONAL = [name for name, spec in REQUEST_SCHEMAS["generate"].items() if not spec.required]
+
+
+def header(body=None, **overrides) -> dict:
+    return {"v": PROTOCOL_VERSION, "type": "generate", "id": "fuzz-1", "parent": None,
+            "body": dict(GENERATE_BODY if body is None else body), **overrides}
+
+
+def packed(h) -> bytes:
+    return msgpack.packb(h, use_bin_type=True)
+
+
+
+
+HUGE_DECLARATIONS = {  # msgpack prefixes that announce ~2 GiB, and a nesting bomb
+    "array32": b"\xdd\x7f\xff\xff\xff", "str32": b"\xdb\x7f\xff\xff\xff",
+    "bin32": b"\xc6\x7f\xff\xff\xff", "map32": b"\xdf\x7f\xff\xff\xff",
+    "nesting": b"\x91" * 3000,
+}
+
+
+def wrong_value(name: str):
+    """Values that can never be valid for generate field ``name``."""
+    kind = REQUEST_SCHEMAS["generate"][name].kind
+    options = [st.binary(max_size=8), st.booleans()]
+    if kind != "list":
+        options.append(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3))
+    if kind != "object":
+        options.append(st.dictionaries(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1),
+                                       max_size=2))
+    return st.one_of(*options).map(lambda value: (name, value))
+
+
+hostile = st.one_of(
+    # garbage bytes (expected code unknown, but the reply must be an error naming a field)
+    st.lists(st.binary(max_size=120), min_size=1, max_size=4).map(
+        lambda frames: ([b"", *frames], None, None)),
+    # declared sizes far beyond the limits in the msgpack header itself
+    st.sampled_from(sorted(HUGE_DECLARATIONS)).map(
+        lambda name: ([b"", HUGE_DECLARATIONS[name]], "bad_message", "header")),
+    # declared frame geometry far beyond the limits
+    st.tuples(st.integers(MAX_FRAME_COUNT + 1, 2**40), st.integers(1, 2**40)).map(
+        lambda tw: ([b"", packed(header({**GENERATE_BODY, "frames": {
+            **GENERATE_BODY["frames"], "shape": [tw[0], tw[1], 8, 3]}})), FRAMES],
+            "out_of_range", "body.frames.shape[0]")),
+    # wrong protocol version
+    st.integers(-(2**31), 2**31).filter(lambda v: v != PROTOCOL_VERSION).map(
+        lambda v: ([b"", packed(header(v=v)), FRAMES], "unsupported_version", "header.v")),
+    # unknown message type
+    st.text(max_size=12).filter(lambda t: t not in REQUEST_SCHEMAS).map(
+        lambda t: ([b"", packed(header(type=t)), FRAMES], "unknown_type", "header.type")),
+    # a required field missing
+    st.sampled_from(REQUIRED).map(
+        lambda name: ([b"", packed(header({k: v for k, v in GENERATE_BODY.items()
+                                            if k != name})), FRAMES],
+                      "missing_field", f"body.{name}")),
+    # an extra field
+    st.text(min_size=1, max_size=10).filter(lambda k: k not in REQUEST_SCHEMAS["generate"]).map(
+        lambda k: ([b"", packed(header({**GENERATE_BODY, k: 1})), FRAMES],
+                   "unknown_field", f"body.{k}")),
+    # a field of the wrong type
+    st.sampled_from(REQUIRED + OPTIONAL).flatmap(wrong_value).map(
+        lambda nv: ([b"", packed(header({**GENERATE_BODY, nv[0]: nv[1]})), FRAMES],
+                    None, f"body.{nv[0]}")),
+    # extra raw frames
+    st.lists(st.binary(max_size=16), min_size=1, max_size=3).map(
+        lambda extra: ([b"", packed(header()), FRAMES, *extra], "bad_buffer", "buffers[1]")),
+    # a frame buffer of the wrong size
+    st.binary(max_size=300).filter(lambda b: len(b) != len(FRAMES)).map(
+        lambda b: ([b"", packed(header()), b], "bad_buffer", "body.frames.buffers[0]")),
+)
+
+FUZZ_COUNT = {"sent": 0}
+
+
+@pytest.fixture(scope="module")
+def raw_dealer(server):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.endpoint)
+    yield sock
+    sock.close(0)
+
+
+@settings(max_examples=1100, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=hostile)
+def test_hostile_messages_each_get_an_error(raw_dealer, case):
+    frames, code, field = case
+    raw_dealer.send_multipart(frames)
+    assert raw_dealer.poll(5000), f"no reply to {frames!r:.200}"
+    reply = decode(raw_dealer.recv_multipart(), direction="reply")
+    FUZZ_COUNT["sent"] += 1
+    assert reply.type == "error", reply.body
+    assert reply.body["message"] and reply.body["field"]
+    if code is not None:
+        assert reply.body["code"] == code, reply.body
+    if field is not None:  # exact, or inside the named field (e.g. body.frames.encoding)
+        assert reply.body["field"] == field or reply.body["field"].startswith(field + "."), \
+            reply.body
+    if code not in (None, "bad_message"):
+        assert reply.parent == "fuzz-1", reply.parent
+
+
+def test_server_still_serves_after_hostile_messages(server, client):
+    assert FUZZ_COUNT["sent"] >= 1000 or FUZZ_COUNT["sent"] == 0  # 0: fuzz test deselected
+    hello = client.wait(client.send(Message("hello", {"client": "old", "versions": [99]})), 10)
+    assert hello.body["code"] == "unsupported_version" and hello.body["field"] == "body.versions"
+    result = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert result.body["audio"]["samples"] == round(QUICK["duration_s"] * SAMPLE_RATE)
+    assert server.proc.poll() is None
+
+
+# ---- server lifetime: kill -9, SIGTERM, busy --------------------------------------------
+
+
+def test_kill9_is_detected_and_the_same_client_reconnects(tiny_model_dir, tmp_path):
+    proc = ServerProcess(tiny_model_dir, tmp_path).start()
+    try:
+        with FoleyClient(proc.endpoint, client_name="survivor") as client:
+            wait_ready(client)
+            rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+            seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
+            while not any(e.body.get("stage") == "denoise" for e in seen):
+                assert time.monotonic() < deadline
+                seen += client.poll(0.05)
+            proc.signal(signal.SIGKILL)
+            t_kill = time.monotonic()
+            events = collect([client], [rid], timeout_s=10.0)
+            detected_s = time.monotonic() - t_kill
+            lost = events[rid][-1]
+            assert lost.type == "error" and lost.body["code"] == "server_lost" and lost.local
+            assert detected_s < 5.0, f"loss reported after {detected_s:.2f} s"
+            print(f"kill -9 detected after {detected_s:.2f} s")
+            proc.wait(5)
+            proc.start()  # same port
+            wait_ready(client)
+            result = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+            assert result.body["audio"]["samples"] == round(QUICK["duration_s"] * SAMPLE_RATE)
+    finally:
+        proc.stop()
+
+
+def test_busy_then_sigterm_tells_waiting_clients(tiny_model_dir, tmp_path):
+    proc = ServerProcess(tiny_model_dir, tmp_path, "--max-queue", "2").start()
+    try:
+        with FoleyClient(proc.endpoint, client_name="shutdown") as client:
+            wait_ready(client)
+            running = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+            seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
+            while not any(e.body.get("stage") == "denoise" for e in seen):
+                assert time.monotonic() < deadline
+                seen += client.poll(0.05)
+            waiting = [client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+                       for _ in range(2)]
+            refused = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+            busy = collect([client], [refused], timeout_s=10.0)[refused][-1]
+            assert busy.body["code"] == "busy" and "full" in busy.body["message"]
+            t_term = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            events = collect([client], [running, *waiting], timeout_s=15.0)
+            for rid in [running, *waiting]:
+                assert events[rid][-1].body["code"] == "shutting_down", events[rid][-1].body
+            assert proc.wait(15.0) == 0
+            assert time.monotonic() - t_term < 10.0
+            assert "stopping" in proc.log() and "stopped (exit code 0)" in proc.log()
+    finally:
+        proc.stop()
+
+
+# ---- binding and CURVE ------------------------------------------------------------------
+
+
+def test_non_loopback_bind_without_keys_is_refused(tiny_model_dir, tmp_path):
+    proc = ServerProcess(tiny_model_dir, tmp_path, bind="tcp://0.0.0.0:0")
+    done = subprocess.run(proc.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "refusing to bind tcp://0.0.0.0:0" in done.stderr
+    assert "CURVE" in done.stderr and "v2a keys" in done.stderr
+
+
+def test_curve_server_answers_only_the_right_key(tiny_model_dir, tmp_path):
+    keys = tmp_path / "keys"
+    v2a = Path(sys.executable).with_name("v2a")
+    subprocess.run([str(v2a), "keys", "--out", str(keys)], check=True, timeout=60,
+                   capture_output=True)
+    assert oct(os.stat(keys / "server.key_secret").st_mode & 0o777) == "0o600"
+    port = free_port()
+    proc = ServerProcess(tiny_model_dir, tmp_path, "--curve-secret-key",
+                         str(keys / "server.key_secret"), bind=f"tcp://0.0.0.0:{port}")
+    proc.port, proc.endpoint = port, f"tcp://127.0.0.1:{port}"
+    proc.start()
+    try:
+        proc.wait_listening()
+        wrong_public, _ = zmq.curve_keypair()
+        with FoleyClient(proc.endpoint, server_public_key=str(keys / "server.key")) as good, \
+                FoleyClient(proc.endpoint, server_public_key=wrong_public) as bad, \
+                FoleyClient(proc.endpoint) as plain:
+            ids = {c: c.status(timeout_s=20.0) for c in (good, bad, plain)}
+            events = collect([good, bad, plain], list(ids.values()), timeout_s=30.0)
+        assert events[ids[good]][-1].type == "status_reply"
+        for c in (bad, plain):
+            final = events[ids[c]][-1]
+            assert final.type == "error" and final.body["code"] == "server_lost" and final.local
+        assert good.server_info is not None and bad.server_info is None
+    finally:
+        proc.stop()
