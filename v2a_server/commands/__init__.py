@@ -11,4 +11,5 @@ COMMAND_MODULES = (
     "eval",
     "synth",
     "keys",
+    "train",
 )
