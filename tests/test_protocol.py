@@ -440,3 +440,27 @@ def test_client_drops_invalid_replies(router):
         assert client.bad_replies == 2
     finally:
         client.close()
+
+
+def test_client_that_stops_polling_does_not_declare_the_server_lost(router):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.2, liveness=3)
+    try:
+        assert sock.poll(2000)
+        identity, *frames = sock.recv_multipart()
+        hello = decode(frames)
+        reply = Message("hello_reply", {"version": 1, "server": "t", "state": "ready",
+                                        "model_id": "m", "model_fps": 4.0, "sample_rate": 16000,
+                                        "heartbeat_interval_s": 1.0, "heartbeat_liveness": 3,
+                                        "limits": {}}, parent=hello.id)
+        sock.send_multipart([identity, *encode(reply)])
+        poll_until(client, lambda e: e.type == "connected", 2.0)
+        time.sleep(1.5)  # the caller is busy (7 intervals) and sends no pings
+        assert [e.type for e in client.poll(0)] == []
+        assert client.connected
+        # ... but a server that stays silent while the caller polls is still found lost
+        t0 = time.monotonic()
+        poll_until(client, lambda e: e.type == "disconnected", 3.0)
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        client.close()

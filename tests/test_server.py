@@ -197,6 +197,20 @@ def test_flac_on_request_and_jpeg_frames(client):
     assert audio.shape == (round(QUICK["duration_s"] * SAMPLE_RATE),)
 
 
+def test_inpaint_and_onset_hints(client):
+    duration_s = 2.0
+    source = np.full(round(duration_s * 48000), 0.25, np.float32)  # resampled to 16 kHz
+    result = client.generate_blocking(small_frames(), inpaint_audio=source,
+                                      inpaint_sample_rate=48000, inpaint_range_s=(1.2, 1.4),
+                                      onset_hints_s=[0.1, 1.3], timeout_s=JOB_TIMEOUT_S,
+                                      **{**QUICK, "duration_s": duration_s})
+    (audio,) = result_audio_numpy(result)
+    assert audio.shape == (round(duration_s * SAMPLE_RATE),)
+    # kept outside the range and its 0.2 s margin (skip the resampler's edge ringing)
+    assert np.allclose(audio[1600:14400], 0.25, atol=1e-2)
+    assert not np.allclose(audio[19500:22000], 0.25, atol=1e-2)  # regenerated
+
+
 def test_bad_jpeg_is_reported_as_bad_media(client):
     with pytest.raises(RequestFailed) as info:
         client.generate_blocking([b"\xff\xd8\xff not really a jpeg"], frame_encoding="jpeg",
@@ -282,6 +296,7 @@ def test_vanished_client_has_its_job_cancelled(server, client):
 # ---- concurrency ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_8_clients_5_jobs_all_complete_in_fifo_order(server):
     clients = [FoleyClient(server.endpoint, client_name=f"c{i}") for i in range(8)]
     try:
@@ -432,6 +447,7 @@ def test_server_still_serves_after_hostile_messages(server, client):
 # ---- server lifetime: kill -9, SIGTERM, busy --------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill9_is_detected_and_the_same_client_reconnects(tiny_model_dir, tmp_path):
     proc = ServerProcess(tiny_model_dir, tmp_path).start()
     try:

@@ -57,6 +57,7 @@ DEFAULT_MAX_QUEUE = 16
 LOOP_TICK_S = 0.1  # liveness checks and shutdown progress at least this often
 SHUTDOWN_GRACE_S = 10.0  # running jobs get this long to reach their next step
 SEND_LINGER_MS = 2000  # flush final replies on exit
+RECV_BATCH = 256  # requests handled per loop turn before worker events get their turn
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 
 
@@ -203,7 +204,7 @@ class FoleyServer:
 
     def _receive_all(self) -> None:
         assert self._socket is not None
-        while True:
+        for _ in range(RECV_BATCH):  # then let worker events and liveness checks run
             try:
                 frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -19,6 +19,8 @@ socket is closed with LINGER 0 (dropping anything still queued for the dead serv
 one connects and says hello; the wait before giving up on the new socket doubles from
 ``RECONNECT_BACKOFF_MIN_S`` up to ``RECONNECT_BACKOFF_MAX_S`` while the server stays away.
 Requests are never resent automatically: a lost generate is reported, and the caller decides.
+Time during which the caller did not call ``poll`` (no pings went out) is not counted as
+server silence, so a caller that blocks for a while does not see a false ``server_lost``.
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ class FoleyClient:
         self._socket: zmq.Socket | None = None
         self._backoff_s = RECONNECT_BACKOFF_MIN_S
         self._silence_limit_s = self.liveness * self.heartbeat_interval_s
-        self._last_heard = self._last_ping = time.monotonic()
+        self._last_heard = self._last_ping = self._last_tick = time.monotonic()
         self._open_socket()
 
     # ---- public API ---------------------------------------------------------------------
@@ -427,6 +429,12 @@ class FoleyClient:
 
     def _tick(self, events: list[Event]) -> None:
         now = time.monotonic()
+        gap = now - self._last_tick
+        self._last_tick = now
+        if gap > self.heartbeat_interval_s:
+            # The caller did not poll for a while (Blender busy on its main thread): no pings
+            # went out, so that time is not silence of the server. Give it one interval.
+            self._last_heard = min(now, self._last_heard + gap - self.heartbeat_interval_s)
         if now - self._last_heard > self._silence_limit_s:
             self._server_lost(events, now)
             return
