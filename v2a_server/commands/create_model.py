@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from v2a_server.configs import CONFIGS, build_pipeline, parameter_counts
+    from v2a_server.configs import CONFIGS, build_pipeline, get_config, parameter_counts
+    from v2a_server.model_store import save_pipeline
 
     if args.config not in CONFIGS:
         raise SystemExit(f"v2a create-model: unknown --config {args.config!r}; choose one of {sorted(CONFIGS)}")
@@ -30,6 +31,9 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"v2a create-model: {out} exists and is not empty; choose a new folder")
-    build_pipeline(args.config, seed=args.seed).save_pretrained(str(out))
+    kind = get_config(args.config)["text_encoder"]["kind"]
+    # A pretrained text encoder shipped by another package is referenced, not copied.
+    external = kind if kind == "minilm" else None
+    save_pipeline(build_pipeline(args.config, seed=args.seed), out, external_text_encoder=external)
     print(f"wrote {args.config} pipeline to {out}")
     return 0
