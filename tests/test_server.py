@@ -539,3 +539,25 @@ def test_curve_server_answers_only_the_right_key(tiny_model_dir, tmp_path):
         assert good.server_info is not None and bad.server_info is None
     finally:
         proc.stop()
+
+
+def test_signing_key_required_when_configured(tiny_model_dir, tmp_path):
+    key_file = tmp_path / "signing.key"
+    key_file.write_text("0123456789abcdef" * 4 + "\n")
+    proc = ServerProcess(tiny_model_dir, tmp_path, "--signing-key-file", str(key_file)).start()
+    try:
+        proc.wait_listening()
+        with FoleyClient(proc.endpoint, signing_key=b"0123456789abcdef" * 4) as signed, \
+                FoleyClient(proc.endpoint, signing_key=b"wrong") as wrong, \
+                FoleyClient(proc.endpoint) as unsigned:
+            pong = signed.wait(signed.ping(), timeout_s=20.0)
+            assert pong.type == "pong"
+            for c, text in ((wrong, "does not match"), (unsigned, "no signing key")):
+                rid = c.ping()
+                t0 = time.monotonic()
+                event = c.wait(rid, timeout_s=10.0)
+                assert event.body["code"] == "auth_failed" and text in event.body["message"]
+                assert event.local and time.monotonic() - t0 < 3.0
+    finally:
+        proc.stop()
+

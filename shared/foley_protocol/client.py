@@ -21,6 +21,27 @@ one connects and says hello; the wait before giving up on the new socket doubles
 Requests are never resent automatically: a lost generate is reported, and the caller decides.
 Time during which the caller did not call ``poll`` (no pings went out) is not counted as
 server silence, so a caller that blocks for a while does not see a false ``server_lost``.
+
+Driving it from a timer (Blender: ``bpy.app.timers.register(poll_jobs)``)::
+
+    client = FoleyClient("tcp://127.0.0.1:5555", client_name="blender", heartbeat_interval_s=5.0)
+    jobs = {}                                      # request id -> what to do with the result
+
+    def poll_jobs():
+        for event in client.poll(0):               # never blocks
+            if event.type == "connected":          # hello_reply: model_fps, sample_rate, limits
+                fps = event.body["model_fps"]
+            elif event.type == "progress":         # stage, queue_position, step/total_steps, eta_s
+                ...
+            elif event.type == "result":
+                pcm = result_audio_pcm(event)[0]   # float32 LE, no numpy needed
+                data = wav_bytes(pcm, event.body["audio"]["sample_rate"])
+                jobs.pop(event.request_id)
+            elif event.type == "error" and event.final:   # code, message, field
+                jobs.pop(event.request_id, None)
+        return 0.1 if jobs else None               # keep ticking while work is open
+
+    jobs[client.generate(frames, frames_fps=fps, duration_s=4.0, caption="steps")] = ...
 """
 
 from __future__ import annotations
@@ -309,7 +330,11 @@ class FoleyClient:
 
         Raises:
             TimeoutError: ``timeout_s`` passed first (the request stays open).
+            KeyError: ``request_id`` is not an open request of this client.
         """
+        if request_id not in self._pending and not any(
+                e.request_id == request_id for e in self._backlog):
+            raise KeyError(f"{request_id} is not an open request of this client")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         others: list[Event] = []
         try:
@@ -395,6 +420,12 @@ class FoleyClient:
             except ProtocolError as exc:
                 self.bad_replies += 1
                 logger.warning("dropped an invalid reply from %s: %s", self.endpoint, exc)
+                if exc.code == "auth_failed":
+                    # Only the server can write to this connection: the keys differ, and no
+                    # reply will ever verify. Say so now instead of timing out later.
+                    self._fail_pending(events, "auth_failed", "a reply from the server failed "
+                                       f"authentication ({exc.message}): the client's and the "
+                                       "server's signing keys differ")
                 continue
             self._handle(message, events)
 
@@ -464,9 +495,7 @@ class FoleyClient:
         message = (f"no reply from {self.endpoint} for {silent_s:.1f} s "
                    f"(liveness {self.liveness} x {self.heartbeat_interval_s} s)")
         was_ready = self.state == "ready"
-        for request_id, pending in list(self._pending.items()):
-            if not pending.internal:
-                events.append(self._local_error(request_id, "server_lost", message))
+        self._fail_pending(events, "server_lost", message)
         self._pending.clear()
         if was_ready:
             events.append(Event("disconnected", None, {"code": "server_lost", "message": message},
@@ -479,6 +508,13 @@ class FoleyClient:
         self._silence_limit_s = max(self.liveness * self.heartbeat_interval_s, self._backoff_s)
         self._backoff_s = min(RECONNECT_BACKOFF_MAX_S, self._backoff_s * 2)
         self._open_socket()
+
+    def _fail_pending(self, events: list[Event], code: str, message: str) -> None:
+        """End every open request of the caller with a local error ``code``."""
+        for request_id, pending in list(self._pending.items()):
+            if not pending.internal:
+                del self._pending[request_id]
+                events.append(self._local_error(request_id, code, message))
 
     @staticmethod
     def _local_error(request_id: str, code: str, message: str) -> Event:
