@@ -154,7 +154,7 @@ def test_jpeg_frames_one_buffer_each():
 
 
 def test_result_audio_helpers():
-    np = pytest.importorskip("numpy")
+    pytest.importorskip("numpy")
     result = REPLIES[2]
     event = type("E", (), {"body": result.body, "buffers": result.buffers})()
     pcm = result_audio_pcm(event)

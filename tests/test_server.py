@@ -27,7 +27,6 @@ from foley_protocol.protocol import (
     REQUEST_SCHEMAS,
     Message,
     decode,
-    encode,
 )
 
 SAMPLE_RATE = 16000

@@ -57,7 +57,6 @@ import zmq
 from foley_protocol.protocol import (
     DEFAULT_ENDPOINT,
     DEFAULT_TIMEOUTS_S,
-    FINAL_REPLY,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_LIVENESS,
     MAX_FRAME_BYTES,
