@@ -1,0 +1,456 @@
+"""The job loop: one poll function, driven by a Blender timer (or pumped by a script).
+
+``poll_jobs()`` does a bounded slice of work and returns when to be called again (seconds) or
+None when there is nothing left to do. One call: let the client exchange messages (never
+blocks), route replies to jobs, render a few frames of the job being captured (~40 ms at
+most), send a captured job, place a finished one. No threads, nothing waits on the UI thread.
+
+A job's life: ``connecting`` (until the server says hello) → ``capturing`` (one job at a time,
+FIFO) → ``queued`` / ``running`` on the server (progress: stage, step, ETA) → ``placing`` →
+``done``; or ``failed`` / ``cancelled``, which leave the project untouched (placement is
+all-or-nothing, and nothing is written before the result arrives).
+
+In the bpy module (tests, ``v2a demo``) timers never fire: call ``wait_until_idle()``, which
+pumps ``poll_jobs()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import bpy
+
+from . import compat, placement, sync
+from .capture import CaptureError, FrameCapture
+
+logger = logging.getLogger(__name__)
+
+TICK_BUDGET_S = 0.040  # work per timer call; the UI stays responsive (< 50 ms per tick)
+CAPTURE_INTERVAL_S = 0.0  # next tick as soon as Blender has handled its events
+ACTIVE_INTERVAL_S = 0.1  # while jobs wait on the server
+IDLE_INTERVAL_S = 1.0  # connected, nothing to do: heartbeats and server status
+STATUS_PERIOD_S = 2.0  # how often to refresh the server status shown in the panel
+HEARTBEAT_INTERVAL_S = 2.0  # announced to the server; it cancels our jobs after 3 x this
+HISTORY = 8  # finished jobs kept for the panel
+
+ACTIVE_STATES = ("connecting", "capturing", "sending", "queued", "running", "placing")
+
+
+@dataclass
+class Job:
+    """One Generate request for one strip."""
+
+    number: int
+    snapshot: placement.Snapshot
+    settings: dict[str, Any]  # caption, negative_caption, seed, steps, guidance, sampler, ...
+    short_side_px: int
+    connect_deadline: float
+    job_timeout_s: float
+    state: str = "connecting"
+    message: str = ""
+    request_id: str | None = None
+    capture: FrameCapture | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.monotonic)
+    sent_at: float | None = None
+    result_at: float | None = None
+    placed: list[placement.PlacedTake] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)  # client-side measurements
+    server_timings_s: dict[str, float] = field(default_factory=dict)
+    result_body: dict[str, Any] | None = None  # the server's result (audio buffers aside)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def label(self) -> str:
+        return self.snapshot.strip_name
+
+    def status(self) -> tuple[float, str]:
+        """(fraction 0..1 of the current stage, one-line text) for the panel."""
+        if self.state == "capturing" and self.capture is not None:
+            eta = sync.format_eta(self.capture.eta_s())
+            return self.capture.fraction, " · ".join(
+                x for x in (f"capturing {self.capture.done}/{len(self.capture.frames)}", eta) if x)
+        if self.state in ("queued", "running"):
+            p = self.progress
+            stage = p.get("stage", self.state)
+            eta = sync.format_eta(p.get("eta_s"))
+            if stage == "queued":
+                text = f"queued, position {p.get('queue_position', '?')}"
+                fraction = 0.0
+            elif p.get("total_steps"):
+                text = f"{stage} {p.get('step', 0)}/{p['total_steps']}"
+                fraction = p.get("step", 0) / p["total_steps"]
+            else:
+                text, fraction = stage, 0.0
+            return fraction, " · ".join(x for x in (text, eta) if x)
+        if self.state == "done":
+            return 1.0, self.message
+        return 0.0, self.message or self.state
+
+
+class JobManager:
+    """The add-on's jobs and its one connection to the server."""
+
+    def __init__(self):
+        self.jobs: list[Job] = []
+        self.client = None
+        self.client_key: tuple[str, str] | None = None
+        self.server_status: dict[str, Any] | None = None
+        self.last_message: tuple[str, str] = ("", "INFO")  # (text, INFO | WARNING | ERROR)
+        self.tick_seconds: list[float] = []  # duration of every poll_jobs call (for tests)
+        self._numbers = itertools.count(1)
+        self._status_request: str | None = None
+        self._last_status_at = 0.0
+
+    # ---- connection ---------------------------------------------------------------------
+
+    def ensure_client(self, endpoint: str, public_key: str):
+        """The client for ``endpoint``; a changed address or key makes a new one (when idle)."""
+        key = (endpoint, public_key)
+        if self.client is not None and self.client_key != key and not self.active_jobs():
+            self.close_client()
+        if self.client is None:
+            from foley_protocol.client import FoleyClient
+
+            self.client = FoleyClient(
+                endpoint, server_public_key=public_key or None,
+                client_name=f"Blender {bpy.app.version_string} Foley add-on",
+                heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+            self.client_key = key
+            self.server_status = None
+            self._status_request = None
+        return self.client
+
+    def close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self.client_key = None
+        self.server_status = None
+        self._status_request = None
+
+    def request_status(self) -> None:
+        """Refresh the server status at the next tick."""
+        self._last_status_at = 0.0
+
+    def connection_text(self) -> str:
+        """One line for the panel: connected / connecting / not connected."""
+        if self.client is None:
+            return "Not connected"
+        if not self.client.connected:
+            return f"Connecting to {self.client.endpoint}…"
+        info = self.client.server_info or {}
+        if info.get("state") == "loading":
+            return "Connected · server loading its model…"
+        return "Connected"
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    def new_number(self) -> int:
+        return next(self._numbers)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        logger.info("Foley job %d queued for %s", job.number, job.label)
+
+    def active_jobs(self) -> list[Job]:
+        return [j for j in self.jobs if j.active]
+
+    def cancel(self, number: int | None = None, reason: str = "Cancelled") -> int:
+        """Cancel one job (or all active ones); returns how many were cancelled."""
+        count = 0
+        for job in self.active_jobs():
+            if number is not None and job.number != number:
+                continue
+            self._end(job, "cancelled", f"{reason}; nothing was changed", "INFO")
+            count += 1
+        return count
+
+    def _end(self, job: Job, state: str, message: str, level: str) -> None:
+        if job.capture is not None:
+            job.capture.close()
+            job.capture = None  # the captured frames are no longer needed
+        if job.request_id is not None and job.state in ("queued", "running") \
+                and state == "cancelled" and self.client is not None:
+            try:
+                self.client.cancel(job.request_id)
+            except Exception:  # the connection is gone: the server drops the job itself
+                logger.debug("cancel of %s not sent", job.request_id, exc_info=True)
+        job.state = state
+        job.message = message
+        self.last_message = (f"{job.label}: {message}", level)
+        report(self.last_message[0], level)
+        finished = [j for j in self.jobs if not j.active]
+        for old in finished[:-HISTORY]:
+            self.jobs.remove(old)
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def poll(self) -> float | None:
+        t0 = time.perf_counter()
+        try:
+            return self._poll(t0)
+        finally:
+            self.tick_seconds.append(time.perf_counter() - t0)
+            del self.tick_seconds[:-10000]
+            compat.tag_redraw_sequencer()
+
+    def _poll(self, t0: float) -> float | None:
+        client = self.client
+        if client is None:
+            return None
+        now = time.monotonic()
+        for event in client.poll(0):
+            self._on_event(event)
+        jobs = self.active_jobs()
+
+        # Connection: fail jobs that waited too long for a server (a server that answered
+        # but is still loading its model gets the job timeout instead).
+        ready = client.connected and (client.server_info or {}).get("model_fps")
+        for job in jobs:
+            if job.state != "connecting" or ready:
+                continue
+            limit = job.created_at + job.job_timeout_s if client.connected else job.connect_deadline
+            if now > limit:
+                self._end(job, "failed", _unreachable_message(client, job, bool(self.client_key
+                          and self.client_key[1])), "ERROR")
+
+        # Capture: one job at a time, within the tick budget.
+        if ready:
+            capturing = next((j for j in self.active_jobs()
+                              if j.state in ("connecting", "capturing")), None)
+            if capturing is not None:
+                self._capture_step(capturing, client, t0)
+
+        # Status for the panel.
+        if client.connected and self._status_request is None \
+                and now - self._last_status_at > STATUS_PERIOD_S:
+            self._status_request = client.status()
+            self._last_status_at = now
+
+        if any(j.state in ("connecting", "capturing") for j in self.active_jobs()) and ready:
+            return CAPTURE_INTERVAL_S
+        if self.active_jobs():
+            return ACTIVE_INTERVAL_S
+        return IDLE_INTERVAL_S
+
+    def _capture_step(self, job: Job, client, t0: float) -> None:
+        snap = job.snapshot
+        try:
+            if job.capture is None:
+                scene = bpy.data.scenes.get(snap.scene_name)
+                if scene is None:
+                    raise CaptureError(f"Scene {snap.scene_name!r} was deleted")
+                model_fps = float(client.server_info["model_fps"])
+                frames = sync.capture_frames(snap.first, snap.end, snap.scene_fps, model_fps)
+                job.capture = FrameCapture(scene, snap.strip_name, frames, job.short_side_px)
+                job.state = "capturing"
+                job.timings_s["model_fps"] = model_fps
+            budget = max(0.005, TICK_BUDGET_S - (time.perf_counter() - t0))
+            if not job.capture.step(budget):
+                return
+        except CaptureError as exc:
+            self._end(job, "failed", f"{exc}; nothing was changed", "ERROR")
+            return
+        except Exception as exc:  # a Blender error while rendering: report, never crash
+            logger.exception("capture of %s failed", snap.strip_name)
+            self._end(job, "failed", f"Capture failed: {exc}; nothing was changed", "ERROR")
+            return
+        self._send(job, client)
+
+    def _send(self, job: Job, client) -> None:
+        from foley_protocol.protocol import ProtocolError
+
+        capture = job.capture
+        job.timings_s["capture_s"] = capture.seconds
+        job.timings_s["capture_longest_step_s"] = capture.longest_step_s
+        job.timings_s["frames"] = len(capture.frames)
+        images = capture.images
+        capture.close()
+        job.capture = None
+        s = job.settings
+        t_send = time.perf_counter()
+        try:
+            job.request_id = client.generate(
+                images, frames_fps=job.timings_s["model_fps"],
+                duration_s=job.snapshot.duration_s, caption=s["caption"],
+                start_time_s=job.snapshot.first / job.snapshot.scene_fps,
+                negative_caption=s["negative_caption"], seed=s["seed"], steps=s["steps"],
+                guidance=s["guidance"], sampler=s["sampler"], variations=s["variations"],
+                timeout_s=job.job_timeout_s)
+        except (ProtocolError, ValueError) as exc:
+            self._end(job, "failed", f"The request was refused before sending: {exc}", "ERROR")
+            return
+        job.timings_s["send_s"] = time.perf_counter() - t_send
+        job.sent_at = time.perf_counter()
+        job.state = "queued"
+        job.progress = {"stage": "queued"}
+
+    def _on_event(self, event) -> None:
+        if event.type == "disconnected":
+            self.server_status = None
+            return
+        if event.request_id is not None and event.request_id == self._status_request:
+            if event.final:
+                self._status_request = None
+            if event.type == "status_reply":
+                self.server_status = event.body
+            return
+        job = next((j for j in self.jobs if j.request_id == event.request_id and j.active), None)
+        if job is None:
+            return  # a late reply to a cancelled job, a pong, ...
+        if event.type == "progress":
+            job.progress = event.body
+            job.state = "queued" if event.body.get("stage") == "queued" else "running"
+        elif event.type == "result":
+            job.result_at = time.perf_counter()
+            self._place(job, event)
+        elif event.type == "error":
+            self._end(job, "failed", _error_message(event, self.client), "ERROR")
+
+    def _place(self, job: Job, event) -> None:
+        from foley_protocol.client import result_audio_numpy
+
+        job.state = "placing"
+        t0 = time.perf_counter()
+        body = event.body
+        job.result_body = body
+        job.server_timings_s = dict(body.get("timings_s", {}))
+        job.timings_s["roundtrip_s"] = job.result_at - job.sent_at
+        try:
+            audio = result_audio_numpy(event)
+            placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings)
+        except placement.PlacementError as exc:
+            self._end(job, "failed", f"{exc}; nothing was changed", "ERROR")
+            return
+        except Exception as exc:
+            logger.exception("placement for %s failed", job.label)
+            self._end(job, "failed", f"Placement failed: {exc}; nothing was changed", "ERROR")
+            return
+        job.placed = placed
+        job.timings_s["placement_s"] = time.perf_counter() - t0
+        undo_push(f"Foley for {job.label}")
+        names = ", ".join(p.strip_name for p in placed)
+        onsets = len(body.get("onset_times_s", []))
+        text = f"placed {names} ({onsets} onsets, seed {body.get('seed')})"
+        if warnings:
+            text += "; " + "; ".join(warnings)
+        self._end(job, "done", text, "WARNING" if warnings else "INFO")
+
+
+def _unreachable_message(client, job: Job, uses_key: bool) -> str:
+    waited = time.monotonic() - job.created_at
+    info = client.server_info or {}
+    if client.connected and info.get("state") == "loading":
+        return (f"The Foley server at {client.endpoint} is still loading its model after "
+                f"{waited:.0f} s; try again in a moment; nothing was changed")
+    hint = ("check the server public key in the add-on preferences"
+            if uses_key else "start it with: v2a-server --model default")
+    return (f"No answer from the Foley server at {client.endpoint} within {waited:.0f} s: is it "
+            f"running? ({hint}); nothing was changed")
+
+
+def _error_message(event, client) -> str:
+    body = event.body
+    code = body.get("code")
+    text = body.get("message", "")
+    if code == "server_lost":
+        return (f"Lost the Foley server ({text}): it stopped or crashed; nothing was changed")
+    if code == "timeout":
+        return "The Foley server gave no result within the job timeout; nothing was changed"
+    if code == "cancelled":
+        return f"The server cancelled the job ({text}); nothing was changed"
+    field_ = f" (field {body['field']})" if body.get("field") else ""
+    return f"Server error {code}: {text}{field_}; nothing was changed"
+
+
+# ---- module level: one manager, the timer, reports ---------------------------------------
+
+_manager: JobManager | None = None
+
+
+def manager() -> JobManager:
+    global _manager
+    if _manager is None:
+        _manager = JobManager()
+    return _manager
+
+
+def poll_jobs() -> float | None:
+    """The timer function: one bounded slice of work; seconds until the next call or None."""
+    if _manager is None:
+        return None
+    try:
+        return _manager.poll()
+    except Exception:  # a timer that raises is dropped by Blender: log and keep going
+        logger.exception("Foley job loop failed")
+        return ACTIVE_INTERVAL_S
+
+
+def ensure_timer() -> None:
+    """Make sure ``poll_jobs`` runs (GUI). Timers never fire in the bpy module."""
+    if not bpy.app.timers.is_registered(poll_jobs):
+        bpy.app.timers.register(poll_jobs, first_interval=0.0, persistent=False)
+
+
+def wait_until_idle(timeout_s: float = 600.0, sleep_s: float = 0.01) -> None:
+    """Pump ``poll_jobs`` until no job is active (scripts, tests, the bpy module).
+
+    Raises:
+        TimeoutError: jobs are still active after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while manager().active_jobs():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Foley jobs still active after {timeout_s} s: "
+                               + ", ".join(f"{j.label} ({j.state})" for j in manager().active_jobs()))
+        interval = poll_jobs()
+        time.sleep(min(interval if interval is not None else sleep_s, sleep_s))
+
+
+def undo_push(message: str) -> None:
+    """One undo step for a placement made outside an operator (from the timer)."""
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:  # no undo stack (e.g. some background contexts)
+        logger.debug("undo_push unavailable", exc_info=True)
+
+
+def report(message: str, level: str = "INFO") -> None:
+    """Show ``message`` in the status bar and Info log (from a timer) and the Python log."""
+    getattr(logger, {"ERROR": "error", "WARNING": "warning"}.get(level, "info"))(message)
+    try:
+        bpy.ops.sequencer.foley_report(message=message, level=level)
+    except (RuntimeError, AttributeError):
+        # An ERROR report raises through bpy.ops; the report itself was made.
+        pass
+
+
+@bpy.app.handlers.persistent
+def _on_load_pre(*_args) -> None:
+    """Opening another file ends the jobs of this one (their strips are going away)."""
+    if _manager is not None:
+        _manager.cancel(reason="Another file was opened")
+
+
+def register() -> None:
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+
+
+def unregister() -> None:
+    global _manager
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    if bpy.app.timers.is_registered(poll_jobs):
+        bpy.app.timers.unregister(poll_jobs)
+    if _manager is not None:
+        _manager.cancel(reason="The Foley add-on was disabled")
+        _manager.close_client()
+        _manager = None

@@ -1,0 +1,185 @@
+"""Operators: Generate Foley, Cancel, Connect, and the report helper used by the job loop."""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from . import compat, files, jobs, placement, sync
+from .capture import CaptureError, check_capturable
+from .preferences import get_preferences
+
+MAX_DURATION_S = 60.0  # the protocol's limit per request
+
+
+def _sequencer_poll(cls, context) -> bool:
+    scene = compat.vse_scene(context)
+    if scene is None or scene.sequence_editor is None:
+        cls.poll_message_set("The scene has no sequencer strips")
+        return False
+    return True
+
+
+class SEQUENCER_OT_foley_generate(bpy.types.Operator):
+    """Generate Foley for the selected picture strips: a synced sound strip with onset markers"""
+
+    bl_idname = "sequencer.foley_generate"
+    bl_label = "Generate Foley"
+    bl_options = {"REGISTER"}  # the placement, later, is the undo step
+
+    caption: StringProperty(
+        name="Caption", default="", options={"SKIP_SAVE"},
+        description="Use this caption for every selected strip instead of each strip's own")
+    seed: IntProperty(name="Seed", default=-1, min=-1, options={"SKIP_SAVE"},
+                      description="Random seed (-1: the server picks one; stored on the take)")
+    steps: IntProperty(name="Steps", default=-1, min=-1, max=1000, options={"SKIP_SAVE"},
+                       description="Denoising steps (-1: preferences)")
+    variations: IntProperty(name="Variations", default=0, min=0, max=4, options={"SKIP_SAVE"},
+                            description="Takes per strip (0: preferences)")
+
+    @classmethod
+    def poll(cls, context):
+        # Cheap on purpose: reading the selection of a large edit here would run on redraw.
+        return _sequencer_poll(cls, context)
+
+    def execute(self, context):
+        scene = compat.vse_scene(context)
+        se = scene.sequence_editor
+        prefs = get_preferences(context)
+        try:
+            output_dir = files.resolve_output_dir(prefs.output_dir, bpy.data.filepath,
+                                                  bpy.app.tempdir)
+        except files.OutputFolderError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        candidates = [s for s in compat.selected_strips(context, se)
+                      if s.type in compat.VISUAL_TYPES]
+        if not candidates:
+            self.report({"ERROR"}, "Select a movie, image sequence, scene or meta strip first")
+            return {"CANCELLED"}
+
+        scene_fps = sync.scene_rate(scene.render.fps, scene.render.fps_base)
+        steps = self.steps if self.steps >= 0 else prefs.steps
+        settings_common = {
+            "negative_caption": prefs.negative_caption,
+            "seed": None if self.seed < 0 else self.seed,
+            "steps": steps or None,
+            "guidance": prefs.guidance,
+            "sampler": prefs.sampler,
+            "variations": self.variations or prefs.variations,
+        }
+        manager = jobs.manager()
+        manager.ensure_client(prefs.server_address.strip(), prefs.server_public_key.strip())
+        queued, problems = [], []
+        now = time.monotonic()
+        for strip in candidates:
+            try:
+                check_capturable(scene, strip)
+            except CaptureError as exc:
+                problems.append(str(exc))
+                continue
+            first, end = compat.strip_range(strip)
+            duration_s = (end - first) / scene_fps
+            if duration_s > MAX_DURATION_S:
+                problems.append(f"{strip.name!r} shows {duration_s:.1f} s; Foley is generated "
+                                f"for at most {MAX_DURATION_S:.0f} s at once: split or trim it")
+                continue
+            caption = self.caption or strip.foley.caption
+            snapshot = placement.Snapshot(
+                scene_name=scene.name, strip_name=strip.name, channel=strip.channel,
+                first=first, end=end, content_start=compat.content_start(strip),
+                scene_fps=scene_fps, output_dir=output_dir,
+                relative_paths=prefs.output_dir.strip().startswith("//"),
+                marker_prefix=prefs.marker_prefix)
+            manager.add(jobs.Job(
+                number=manager.new_number(), snapshot=snapshot,
+                settings={**settings_common, "caption": caption},
+                short_side_px=prefs.capture_short_side,
+                connect_deadline=now + prefs.connect_timeout_s,
+                job_timeout_s=prefs.job_timeout_s))
+            queued.append(strip.name)
+        jobs.ensure_timer()
+        if not queued:
+            self.report({"ERROR"}, "; ".join(problems))
+            return {"CANCELLED"}
+        for problem in problems:
+            self.report({"WARNING"}, problem)
+        self.report({"INFO"}, f"Foley: generating for {', '.join(queued)}")
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_foley_cancel(bpy.types.Operator):
+    """Cancel Foley generation (nothing is placed, nothing is written)"""
+
+    bl_idname = "sequencer.foley_cancel"
+    bl_label = "Cancel Foley"
+    bl_options = {"REGISTER"}
+
+    job: IntProperty(name="Job", default=0, min=0, options={"SKIP_SAVE"},
+                     description="Job number (0: every running job)")
+
+    def execute(self, context):
+        count = jobs.manager().cancel(self.job or None)
+        if count == 0:
+            self.report({"WARNING"}, "No Foley job to cancel")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_foley_connect(bpy.types.Operator):
+    """Connect to the Foley server (or refresh its status)"""
+
+    bl_idname = "sequencer.foley_connect"
+    bl_label = "Connect to Foley Server"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        prefs = get_preferences(context)
+        manager = jobs.manager()
+        manager.ensure_client(prefs.server_address.strip(), prefs.server_public_key.strip())
+        manager.request_status()
+        jobs.ensure_timer()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_foley_report(bpy.types.Operator):
+    """Show a Foley message in the status bar (used by the job loop)"""
+
+    bl_idname = "sequencer.foley_report"
+    bl_label = "Foley Report"
+    bl_options = {"INTERNAL"}
+
+    message: StringProperty(options={"SKIP_SAVE"})
+    level: EnumProperty(items=(("INFO", "Info", ""), ("WARNING", "Warning", ""),
+                               ("ERROR", "Error", "")), default="INFO", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        self.report({self.level}, self.message)
+        return {"FINISHED"}
+
+
+def draw_strip_menu(self, context):
+    self.layout.separator()
+    self.layout.operator(SEQUENCER_OT_foley_generate.bl_idname, icon="SOUND")
+
+
+classes = (
+    SEQUENCER_OT_foley_generate,
+    SEQUENCER_OT_foley_cancel,
+    SEQUENCER_OT_foley_connect,
+    SEQUENCER_OT_foley_report,
+)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.SEQUENCER_MT_strip.append(draw_strip_menu)
+
+
+def unregister() -> None:
+    bpy.types.SEQUENCER_MT_strip.remove(draw_strip_menu)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,234 @@
+"""Placement: a result becomes WAV files, sound strips, take records and onset markers.
+
+All of it or nothing: ``place_takes`` records what it creates and removes it again (strips,
+sound datablocks, markers, files) if any step fails, so a failure leaves the project and the
+output folder as they were. On success the caller pushes one undo step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+from . import compat, files, media, sync
+
+MAX_NAME_CHARS = 63  # Blender names (strips, markers) hold 63 bytes
+
+
+@dataclass
+class Snapshot:
+    """The source strip as it was when Generate was clicked (placement is relative to it)."""
+
+    scene_name: str
+    strip_name: str
+    channel: int
+    first: int  # first visible frame
+    end: int  # exclusive
+    content_start: float  # where the strip's source frame 0 sits
+    scene_fps: float
+    output_dir: str  # absolute, checked at click time
+    relative_paths: bool  # store paths relative to the .blend
+    marker_prefix: str
+
+    @property
+    def length(self) -> int:
+        return self.end - self.first
+
+    @property
+    def duration_s(self) -> float:
+        return sync.range_duration_s(self.first, self.end, self.scene_fps)
+
+
+@dataclass
+class PlacedTake:
+    strip_name: str
+    take_id: str
+    number: int
+    filepath: str
+    channel: int
+    marker_frames: list[int] = field(default_factory=list)
+
+
+class PlacementError(RuntimeError):
+    """Placement was impossible; nothing was left behind."""
+
+
+def _clip(name: str, limit: int = MAX_NAME_CHARS) -> str:
+    data = name.encode("utf-8")[:limit]
+    return data.decode("utf-8", errors="ignore")
+
+
+def next_take_number(scene, source_name: str) -> int:
+    """1 + the highest take number of ``source_name``'s Foley strips in the scene."""
+    highest = 0
+    for strip in compat.all_strips(scene.sequence_editor):
+        settings = strip.foley
+        if settings.is_foley and settings.source == source_name:
+            for take in settings.takes:
+                highest = max(highest, take.number)
+    return highest + 1
+
+
+def remove_take_markers(scene, marker_tag: str) -> int:
+    """Remove the timeline markers of one take (names starting with ``marker_tag``)."""
+    markers = [m for m in scene.timeline_markers if m.name.startswith(marker_tag)]
+    for marker in markers:
+        scene.timeline_markers.remove(marker)
+    return len(markers)
+
+
+def _occupied(sequence_editor) -> list[tuple[int, int, int]]:
+    return [(s.channel, *compat.strip_range(s)) for s in compat.strips(sequence_editor)]
+
+
+def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
+                settings: dict) -> tuple[list[PlacedTake], list[str]]:
+    """Write and place one take per audio variation.
+
+    Args:
+        snapshot: the source strip at click time.
+        result: the server's ``result`` body (sample rate, seed, onsets, model, ...).
+        audio: one float32 [samples] array per variation, at ``result.audio.sample_rate``.
+        settings: what was asked (caption, negative_caption, sampler, steps, guidance).
+    Returns:
+        (the placed takes, warnings for the user).
+    Raises:
+        PlacementError: nothing was placed (and nothing was left behind).
+    """
+    scene = bpy.data.scenes.get(snapshot.scene_name)
+    if scene is None or scene.sequence_editor is None:
+        raise PlacementError(f"Scene {snapshot.scene_name!r} was deleted while generating")
+    se = scene.sequence_editor
+    warnings: list[str] = []
+
+    # Follow the source strip if it was moved as a whole; otherwise keep the captured range.
+    first, end, channel = snapshot.first, snapshot.end, snapshot.channel
+    source = compat.all_strips(se).get(snapshot.strip_name)
+    if source is not None:
+        now_first, now_end = compat.strip_range(source)
+        shift = sync.follow_move(snapshot.first, snapshot.content_start, snapshot.length,
+                                 now_first, compat.content_start(source), now_end - now_first)
+        if shift is None:
+            warnings.append(f"{snapshot.strip_name!r} was trimmed or retimed while generating; "
+                            "the Foley covers the range that was captured")
+        else:
+            first, end, channel = first + shift, end + shift, source.channel
+    else:
+        warnings.append(f"{snapshot.strip_name!r} was deleted or renamed while generating; "
+                        "the Foley was placed where it was")
+
+    mix_rate = int(scene.render.ffmpeg.audio_mixrate)
+    rate_in = int(result["audio"]["sample_rate"])
+    duration_s = (end - first) / snapshot.scene_fps
+    samples_out = sync.target_samples(duration_s, mix_rate)
+    fps = snapshot.scene_fps
+    onsets = list(zip(result.get("onset_times_s", []), result.get("onset_probabilities", [])))
+
+    created_files: list[str] = []
+    created_strips: list = []
+    created_markers: list = []
+    placed: list[PlacedTake] = []
+    uid = scene.foley.next_take_uid
+    try:
+        for variation, samples in enumerate(audio):
+            wav = media.wav_float32(media.resample(samples, rate_in, mix_rate, samples_out),
+                                    mix_rate)
+            number = next_take_number(scene, snapshot.strip_name)
+            number = max([number] + [p.number + 1 for p in placed])
+            path, number = files.write_new_file(
+                snapshot.output_dir, lambda n: files.take_filename(snapshot.strip_name, n),
+                number, wav)
+            created_files.append(path)
+
+            plan = sync.plan_sound(first, end - first, fps, True)
+            occupied = _occupied(se)
+            track = sync.free_channel(occupied, channel, plan.frame_start, plan.frame_end)
+            if track is None:
+                raise PlacementError(f"No free channel above channel {channel} for frames "
+                                     f"{plan.frame_start}-{plan.frame_end}")
+            name = _clip(f"{snapshot.strip_name} Foley {number}")
+            strip = compat.strips(se).new_sound(name=name, filepath=path, channel=track,
+                                               frame_start=plan.frame_start)
+            created_strips.append(strip)
+            if plan.sound_offset_s and compat.has_sound_offset(strip):
+                strip.sound_offset = plan.sound_offset_s
+            if compat.strip_range(strip)[1] != plan.frame_end:
+                compat.set_strip_end(strip, plan.frame_end)
+            if snapshot.relative_paths and bpy.data.filepath:
+                try:
+                    strip.sound.filepath = bpy.path.relpath(path)
+                except ValueError:  # another drive on Windows: keep it absolute
+                    pass
+            if hasattr(strip, "show_waveform"):
+                strip.show_waveform = True
+
+            take_id = f"T{uid}"
+            uid += 1
+            marker_tag = _clip(f"{snapshot.marker_prefix}{take_id}.", 40)
+            record = strip.foley
+            record.is_foley = True
+            record.source = snapshot.strip_name
+            take = record.takes.add()
+            take.take_id = take_id
+            take.number = number
+            take.filepath = strip.sound.filepath
+            take.caption = settings["caption"]
+            take.negative_caption = settings["negative_caption"]
+            take.seed = str(result["seed"])
+            take.sampler = result.get("sampler", settings["sampler"])
+            take.steps = int(result.get("steps", 0))
+            take.guidance = float(settings["guidance"])
+            take.model_id = result.get("model_id", "")
+            take.variation = variation
+            take.frame_start = plan.frame_start
+            take.frame_end = plan.frame_end
+            take.start_time_s = first / fps
+            take.duration_s = duration_s
+            take.sample_rate = mix_rate
+            take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
+            take.marker_tag = marker_tag
+            for time_s, probability in onsets:
+                onset = take.onsets.add()
+                onset.time_s = float(time_s)
+                onset.probability = float(probability)
+            record.active_take = len(record.takes) - 1
+
+            frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
+            for k, frame in enumerate(frames, start=1):
+                marker = scene.timeline_markers.new(_clip(f"{marker_tag}{k}"), frame=frame)
+                marker.select = False
+                created_markers.append(marker)
+            placed.append(PlacedTake(strip.name, take_id, number, path, track, frames))
+        scene.foley.next_take_uid = uid
+    except Exception as exc:
+        _roll_back(scene, created_strips, created_markers, created_files)
+        if isinstance(exc, PlacementError):
+            raise
+        raise PlacementError(f"Could not place the Foley: {exc}") from exc
+    return placed, warnings
+
+
+def _roll_back(scene, strips_made, markers_made, files_made) -> None:
+    se = scene.sequence_editor
+    for marker in markers_made:
+        try:
+            scene.timeline_markers.remove(marker)
+        except (ReferenceError, RuntimeError):
+            pass
+    for strip in strips_made:
+        try:
+            sound = strip.sound
+            compat.strips(se).remove(strip)
+            if sound is not None and sound.users == 0:
+                bpy.data.sounds.remove(sound)
+        except (ReferenceError, RuntimeError):
+            pass
+    for path in files_made:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

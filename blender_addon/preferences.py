@@ -1,0 +1,86 @@
+"""Add-on preferences: where the server is, where audio goes, and generation defaults."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import compat
+
+ADDON_ID = __package__
+
+DEFAULT_NEGATIVE_CAPTION = "speech, talking, voice, singing, music"
+
+SAMPLER_ITEMS = (
+    ("dpmpp", "DPM-Solver++", "Fast sampler (default 25 steps)"),
+    ("ddpm", "DDPM", "Reference sampler (default 200 steps; slow)"),
+)
+
+
+class FoleyPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    server_address: StringProperty(
+        name="Server Address", default="tcp://127.0.0.1:5555",
+        description="ZeroMQ endpoint of the running v2a-server")
+    server_public_key: StringProperty(
+        name="Server Public Key", default="",
+        description="The server's CURVE public key (40 characters, from server.key written by "
+        "`v2a keys`); empty for a plain local server")
+    output_dir: StringProperty(
+        name="Output Folder", default="//foley/", subtype="DIR_PATH",
+        options=compat.BLEND_RELATIVE_PATH,
+        description="Where generated WAV files are written; // is the folder of the .blend")
+    sampler: EnumProperty(name="Sampler", items=SAMPLER_ITEMS, default="dpmpp",
+                          description="Default sampler")
+    steps: IntProperty(name="Steps", default=0, min=0, max=1000,
+                       description="Default denoising steps per 10.24 s window (0: the model's "
+                       "default)")
+    guidance: FloatProperty(name="Guidance", default=3.0, min=1.0, max=30.0,
+                            description="Default classifier-free guidance (1 = off, faster)")
+    variations: IntProperty(name="Variations", default=1, min=1, max=4,
+                            description="Takes generated per strip in one job")
+    negative_caption: StringProperty(name="Negative Caption", default=DEFAULT_NEGATIVE_CAPTION,
+                                     maxlen=1000, description="What should not be heard")
+    marker_prefix: StringProperty(name="Marker Prefix", default="Foley ", maxlen=16,
+                                  description="Start of the names of onset markers")
+    capture_short_side: IntProperty(
+        name="Capture Size", default=224, min=32, max=1080, subtype="PIXEL",
+        description="Short side of the captured frames (the model resizes them anyway; "
+        "smaller is faster)")
+    connect_timeout_s: FloatProperty(
+        name="Connect Timeout", default=5.0, min=0.5, max=120.0, unit="TIME_ABSOLUTE",
+        description="How long to wait for the server to answer before giving up")
+    job_timeout_s: FloatProperty(
+        name="Job Timeout", default=900.0, min=10.0, max=86400.0, unit="TIME_ABSOLUTE",
+        description="Give up on a job without a result after this long")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        col = layout.column(heading="Server")
+        col.prop(self, "server_address")
+        col.prop(self, "server_public_key")
+        col.prop(self, "connect_timeout_s")
+        col.prop(self, "job_timeout_s")
+        col = layout.column(heading="Output")
+        col.prop(self, "output_dir")
+        col.prop(self, "marker_prefix")
+        col = layout.column(heading="Generation Defaults")
+        col.prop(self, "sampler")
+        col.prop(self, "steps")
+        col.prop(self, "guidance")
+        col.prop(self, "variations")
+        col.prop(self, "negative_caption")
+        col.prop(self, "capture_short_side")
+
+
+def get_preferences(context=None) -> FoleyPreferences:
+    """This add-on's preferences."""
+    context = context or bpy.context
+    return context.preferences.addons[ADDON_ID].preferences
+
+
+classes = (FoleyPreferences,)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,0 +1,103 @@
+"""What the add-on stores in the .blend: captions on strips, takes on Foley strips.
+
+Data model (room for several takes per Foley strip, for later range regeneration):
+
+* ``Strip.foley`` (``FoleyStripSettings``) on every strip. On a picture strip: ``caption``.
+  On a generated sound strip: ``is_foley``, ``source`` (the picture strip's name), and
+  ``takes`` (``FoleyTake``, one per generated take; today one per strip) with ``active_take``.
+* ``FoleyTake``: its id (``take_id``, unique in the scene, also the tag of its timeline
+  markers), take number (per source strip; also in its file name), file, caption, negative
+  caption, seed, sampler, steps, guidance, model, timeline range, the audio's start second on
+  the timeline, creation date, and the onsets (exact seconds + probability).
+* ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique.
+
+Markers: ``scene.timeline_markers`` named ``<prefix><take_id>.<k>``; every marker of a take
+starts with ``take.marker_tag`` so a later regeneration can replace exactly its own.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from . import compat
+from .compat import STRIP_TYPE
+
+
+class FoleyOnset(bpy.types.PropertyGroup):
+    """One detected sound onset of a take."""
+
+    time_s: FloatProperty(name="Time", description="Seconds from the take's first frame",
+                          unit="TIME_ABSOLUTE", min=0.0)
+    probability: FloatProperty(name="Probability", description="Onset probability",
+                               min=0.0, max=1.0)
+
+
+class FoleyTake(bpy.types.PropertyGroup):
+    """One generated take: its audio file and everything needed to reproduce it."""
+
+    take_id: StringProperty(name="Take ID", description="Unique in the scene; tags the markers")
+    number: IntProperty(name="Take", description="Take number for the source strip", min=1)
+    filepath: StringProperty(name="File", subtype="FILE_PATH",
+                             options=compat.BLEND_RELATIVE_PATH)
+    caption: StringProperty(name="Caption")
+    negative_caption: StringProperty(name="Negative Caption")
+    seed: StringProperty(name="Seed", description="Seed used (decimal; up to 2^32 - 1)")
+    sampler: StringProperty(name="Sampler")
+    steps: IntProperty(name="Steps")
+    guidance: FloatProperty(name="Guidance")
+    model_id: StringProperty(name="Model")
+    variation: IntProperty(name="Variation", description="Index within its batch", min=0)
+    frame_start: IntProperty(name="Start Frame", description="First timeline frame of the take")
+    frame_end: IntProperty(name="End Frame", description="Timeline end frame (exclusive)")
+    start_time_s: FloatProperty(name="Start", description="Timeline second of the audio's t = 0",
+                                unit="TIME_ABSOLUTE")
+    duration_s: FloatProperty(name="Duration", unit="TIME_ABSOLUTE", min=0.0)
+    sample_rate: IntProperty(name="Sample Rate", description="Rate of the written file (Hz)")
+    created: StringProperty(name="Created", description="ISO 8601 local time")
+    marker_tag: StringProperty(name="Marker Tag",
+                               description="Every timeline marker of this take starts with it")
+    onsets: CollectionProperty(type=FoleyOnset)
+
+
+class FoleyStripSettings(bpy.types.PropertyGroup):
+    """Foley data of one strip (a picture strip's caption, or a Foley strip's takes)."""
+
+    caption: StringProperty(
+        name="Caption", description="What should be heard in this strip, e.g. "
+        "\"footsteps on gravel, a door slams\"", maxlen=1000)
+    is_foley: BoolProperty(name="Foley Strip", description="This sound strip was generated")
+    source: StringProperty(name="Source Strip", description="The picture strip it was made for")
+    takes: CollectionProperty(type=FoleyTake)
+    active_take: IntProperty(name="Active Take", min=0)
+
+
+class FoleySceneSettings(bpy.types.PropertyGroup):
+    """Per-scene Foley bookkeeping."""
+
+    next_take_uid: IntProperty(name="Next Take ID", default=1, min=1,
+                               description="Makes take ids (and marker tags) unique in the scene")
+
+
+classes = (FoleyOnset, FoleyTake, FoleyStripSettings, FoleySceneSettings)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    STRIP_TYPE.foley = PointerProperty(type=FoleyStripSettings)
+    bpy.types.Scene.foley = PointerProperty(type=FoleySceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.foley
+    del STRIP_TYPE.foley
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,146 @@
+"""The "Foley" tab of the Sequencer sidebar. Panels only draw."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import compat, jobs
+
+
+class SequencerFoleyPanel:
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Foley"
+
+    @classmethod
+    def poll(cls, context):
+        space = context.space_data
+        return space is None or getattr(space, "view_type", "SEQUENCER") != "PREVIEW"
+
+
+class SEQUENCER_PT_foley(SequencerFoleyPanel, bpy.types.Panel):
+    bl_label = "Foley"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = False
+        scene = compat.vse_scene(context)
+        se = scene.sequence_editor if scene else None
+        strip = se.active_strip if se else None
+        if strip is None:
+            layout.label(text="No active strip", icon="INFO")
+        elif strip.type in compat.VISUAL_TYPES:
+            col = layout.column(align=True)
+            col.label(text=f"{strip.name}", icon="SEQUENCE")
+            col.prop(strip.foley, "caption", text="")
+        elif strip.foley.is_foley:
+            layout.label(text=f"Foley for {strip.foley.source}", icon="SOUND")
+        layout.operator("sequencer.foley_generate", icon="SOUND")
+
+        manager = jobs.manager()
+        message, level = manager.last_message
+        if message:
+            row = layout.row()
+            row.alert = level == "ERROR"
+            row.label(text=message, icon={"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO"))
+
+
+class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
+    bl_label = "Jobs"
+    bl_parent_id = "SEQUENCER_PT_foley"
+
+    def draw(self, context):
+        layout = self.layout
+        manager = jobs.manager()
+        if not manager.jobs:
+            layout.label(text="No jobs yet")
+            return
+        for job in reversed(manager.jobs):
+            fraction, text = job.status()
+            box = layout.box()
+            row = box.row()
+            row.label(text=f"{job.number}. {job.label}",
+                      icon={"done": "CHECKMARK", "failed": "ERROR",
+                            "cancelled": "CANCEL"}.get(job.state, "TIME"))
+            if job.active:
+                op = row.operator("sequencer.foley_cancel", text="", icon="X", emboss=False)
+                op.job = job.number
+                if hasattr(box, "progress"):  # 4.0+
+                    box.progress(factor=fraction, type="BAR", text=text)
+                else:
+                    box.label(text=f"{int(fraction * 100)} % · {text}")
+            else:
+                sub = box.row()
+                sub.alert = job.state == "failed"
+                sub.label(text=text)
+        if manager.active_jobs():
+            layout.operator("sequencer.foley_cancel", text="Cancel All", icon="CANCEL")
+
+
+class SEQUENCER_PT_foley_server(SequencerFoleyPanel, bpy.types.Panel):
+    bl_label = "Server"
+    bl_parent_id = "SEQUENCER_PT_foley"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        manager = jobs.manager()
+        row = layout.row()
+        connected = manager.client is not None and manager.client.connected
+        row.label(text=manager.connection_text(), icon="LINKED" if connected else "UNLINKED")
+        row.operator("sequencer.foley_connect", text="", icon="FILE_REFRESH")
+        status = manager.server_status
+        if not connected or status is None:
+            return
+        col = layout.column(align=True)
+        col.label(text=f"Model: {status.get('model_id') or '…'}")
+        devices = ", ".join(f"{w.get('device')} ({w.get('state')})"
+                            for w in status.get("workers", []))
+        col.label(text=f"Device: {devices or '…'}")
+        col.label(text=f"Queue: {status.get('queue_length', 0)} / {status.get('queue_max', '?')}")
+
+
+class SEQUENCER_UL_foley_takes(bpy.types.UIList):
+    def draw_item(self, context, layout, data, take, icon, active_data, active_propname):
+        row = layout.row(align=True)
+        row.label(text=f"Take {take.number}", icon="SOUND")
+        row.label(text=f"seed {take.seed}")
+        row.label(text=f"{len(take.onsets)} onsets")
+
+
+class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
+    bl_label = "Takes"
+    bl_parent_id = "SEQUENCER_PT_foley"
+
+    @classmethod
+    def poll(cls, context):
+        scene = compat.vse_scene(context)
+        se = scene.sequence_editor if scene else None
+        strip = se.active_strip if se else None
+        return strip is not None and strip.foley.is_foley
+
+    def draw(self, context):
+        layout = self.layout
+        strip = compat.vse_scene(context).sequence_editor.active_strip
+        settings = strip.foley
+        layout.template_list("SEQUENCER_UL_foley_takes", "", settings, "takes",
+                             settings, "active_take", rows=2)
+        if not 0 <= settings.active_take < len(settings.takes):
+            return
+        take = settings.takes[settings.active_take]
+        col = layout.column(align=True)
+        col.label(text=f"“{take.caption}”" if take.caption else "(no caption)")
+        col.label(text=f"{take.model_id} · {take.sampler} · {take.steps} steps · "
+                       f"guidance {take.guidance:g}")
+        col.label(text=f"Frames {take.frame_start}–{take.frame_end} · {take.sample_rate} Hz")
+        col.label(text=f"Markers: {take.marker_tag}* · {take.created}")
+
+
+classes = (
+    SEQUENCER_PT_foley,
+    SEQUENCER_PT_foley_jobs,
+    SEQUENCER_PT_foley_server,
+    SEQUENCER_UL_foley_takes,
+    SEQUENCER_PT_foley_takes,
+)
+register, unregister = bpy.utils.register_classes_factory(classes)
