@@ -5,6 +5,9 @@ from __future__ import annotations
 NAME = "generate"
 HELP = "generate Foley audio + onset markers for a video file"
 
+# Seconds without any reply before --server is declared unreachable.
+NO_ANSWER_S = 10.0
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("video", help="input video file")
@@ -21,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start time in the video, seconds")
     parser.add_argument("--duration", type=float, help="seconds of audio (default: to the end of the video)")
     parser.add_argument("--device", default="cpu", help="torch device for in-process generation")
+    parser.add_argument("--server", help="generate on a running v2a-server, e.g. tcp://127.0.0.1:5555 (default: in-process)")
+    parser.add_argument("--server-key", help="the server's CURVE public key (z85 text or key file), for a non-loopback server")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server's result")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -37,49 +43,105 @@ def run(args) -> int:
 
     import numpy as np
     import soundfile as sf
-    import torch
 
-    from v2a_server.model_store import load_pipeline
     from v2a_server.video_io import read_video
 
     paths = output_paths(args.out, args.variations)
     existing = [str(p) for p in paths + ([args.onsets] if args.onsets else []) if __import__("os").path.exists(p)]
     if existing and not args.overwrite:
         raise SystemExit(f"v2a generate: refusing to overwrite {', '.join(existing)} (use --overwrite)")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
-    pipe = load_pipeline(args.model, device=args.device)
-    t_load = time.perf_counter() - t0
-    limit = None if args.duration is None else args.start + args.duration
-    video = read_video(args.video, fps=pipe.model_fps, max_duration_s=limit)
-    first = int(round(args.start * video.fps))
-    frames = video.frames[first:]
-    if len(frames) == 0:
-        raise SystemExit(f"v2a generate: --start {args.start} s is past the end of {args.video} ({video.duration_s:.2f} s)")
-    duration = args.duration if args.duration is not None else video.duration_s - args.start
-    out = pipe(
-        frames=frames, frames_fps=video.fps, duration_s=duration, caption=args.caption,
-        negative_caption=args.negative_caption, seed=args.seed, num_inference_steps=args.steps,
-        guidance_scale=args.guidance, sampler=args.sampler, num_variations=args.variations,
-    )
-    for path, audio in zip(paths, out.audio):
+    if args.server:
+        result = _generate_remote(args, read_video)
+    else:
+        result = _generate_local(args, read_video)
+    for path, audio in zip(paths, result["audio"]):
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), audio, out.sample_rate, subtype="FLOAT")
+        sf.write(str(path), audio, result["sample_rate"], subtype="FLOAT")
     if args.onsets:
         record = {
             "video": str(args.video),
             "caption": args.caption,
-            "duration_s": duration,
-            "sample_rate": out.sample_rate,
-            "seed": out.seed,
-            "model": str(args.model),
-            "onsets": [{"time_s": t, "probability": p} for t, p in zip(out.onset_times_s, out.onset_strengths)],
-            "onset_frame_s": 1.0 / pipe.latent_fps,
-            "onset_probs": np.round(out.onset_probs, 5).tolist(),
-            "timings_s": {"load": t_load, **out.timings_s},
-            "warnings": out.warnings,
+            "duration_s": result["duration_s"],
+            "sample_rate": result["sample_rate"],
+            "seed": result["seed"],
+            "model": result["model"],
+            "onsets": [{"time_s": t, "probability": p} for t, p in zip(result["onset_times_s"], result["onset_strengths"])],
+            "onset_frame_s": result["onset_frame_s"],
+            "onset_probs": np.round(np.asarray(result["onset_probs"], np.float64), 5).tolist(),
+            "timings_s": {"total": time.perf_counter() - t0, **result["timings_s"]},
+            "warnings": result["warnings"],
         }
         with open(args.onsets, "w") as fh:
             json.dump(record, fh, indent=1)
-    print(f"wrote {', '.join(map(str, paths))} ({duration:.2f} s, seed {out.seed}, {len(out.onset_times_s)} onsets)")
+    print(f"wrote {', '.join(map(str, paths))} ({result['duration_s']:.2f} s, seed {result['seed']}, {len(result['onset_times_s'])} onsets)")
     return 0
+
+
+def _frames_for(args, read_video, fps):
+    limit = None if args.duration is None else args.start + args.duration
+    video = read_video(args.video, fps=fps, max_duration_s=limit)
+    frames = video.frames[int(round(args.start * video.fps)) :]
+    if len(frames) == 0:
+        raise SystemExit(f"v2a generate: --start {args.start} s is past the end of {args.video} ({video.duration_s:.2f} s)")
+    duration = args.duration if args.duration is not None else video.duration_s - args.start
+    return frames, video.fps, duration
+
+
+def _generate_local(args, read_video) -> dict:
+    from v2a_server.model_store import load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device)
+    frames, fps, duration = _frames_for(args, read_video, pipe.model_fps)
+    out = pipe(
+        frames=frames, frames_fps=fps, duration_s=duration, caption=args.caption,
+        negative_caption=args.negative_caption, seed=args.seed, num_inference_steps=args.steps,
+        guidance_scale=args.guidance, sampler=args.sampler, num_variations=args.variations,
+    )
+    return dict(
+        audio=list(out.audio), sample_rate=out.sample_rate, duration_s=duration, seed=out.seed,
+        model=str(args.model), onset_times_s=out.onset_times_s, onset_strengths=out.onset_strengths,
+        onset_probs=out.onset_probs, onset_frame_s=1.0 / pipe.latent_fps, timings_s=out.timings_s,
+        warnings=out.warnings,
+    )
+
+
+def _generate_remote(args, read_video) -> dict:
+    """Through foley_protocol's client: hello (learn the model's frame rate), then generate."""
+    import time
+
+    from foley_protocol.client import FoleyClient, RequestFailed, result_audio_numpy
+
+    with FoleyClient(args.server, client_name="v2a-generate", server_public_key=args.server_key) as client:
+        # The first hello_reply may say "loading"; the client says hello again once ready.
+        # No reply at all within NO_ANSWER_S means nothing is listening there.
+        started = time.monotonic()
+        ready_within = min(args.timeout, 120.0)
+        info = None
+        while info is None:
+            for event in client.poll(0.1):
+                if event.type == "connected" and event.body.get("state") == "ready":
+                    info = event.body
+                elif event.type == "disconnected":
+                    raise SystemExit(f"v2a generate: no answer from {args.server}: {event.body.get('message')}")
+            waited = time.monotonic() - started
+            if info is None and (waited > ready_within or (client.server_info is None and waited > NO_ANSWER_S)):
+                state = (client.server_info or {}).get("state", "no answer")
+                raise SystemExit(f"v2a generate: {args.server} is not ready after {waited:.0f} s ({state}); is v2a-server running there?")
+        frames, fps, duration = _frames_for(args, read_video, float(info["model_fps"]))
+        try:
+            event = client.generate_blocking(
+                frames, timeout_s=args.timeout, frames_fps=fps, duration_s=duration, caption=args.caption,
+                negative_caption=args.negative_caption, seed=args.seed, steps=args.steps,
+                guidance=args.guidance, sampler=args.sampler, variations=args.variations,
+            )
+        except RequestFailed as exc:
+            raise SystemExit(f"v2a generate: the server refused or failed the job: {exc}") from exc
+    body = event.body
+    return dict(
+        audio=result_audio_numpy(event), sample_rate=body["audio"]["sample_rate"], duration_s=duration,
+        seed=body["seed"], model=body["model_id"], onset_times_s=list(body["onset_times_s"]),
+        onset_strengths=list(body["onset_probabilities"]), onset_probs=body["onset_curve"]["values"],
+        onset_frame_s=1.0 / float(body["onset_curve"]["rate_hz"]), timings_s=body["timings_s"],
+        warnings=list(body["warnings"]),
+    )
