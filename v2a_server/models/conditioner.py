@@ -49,7 +49,8 @@ class STAVideoConditioner(ModelMixin, ConfigMixin):
         window_scales: multi-scale mean half-sizes ((1, 2, 4, 8)); empty disables the windows
             (the release's ``use_feature_window=False``).
         control_dim: onset-head hidden size = ControlNet condition channels (128).
-        global_dim / num_global_tokens: attentive pooling width (1024) and token count (4).
+        global_dim / num_global_tokens: attentive pooling width (1024) and token count (4; 0
+            removes the global path).
         global_dropout: the always-on unary dropout of the release (0.5).
         video_fps: frame rate of the video features (reference 4).
         video_steps_per_window: feature steps per 10.24 s window (reference 40 = first 10 s).
@@ -89,7 +90,10 @@ class STAVideoConditioner(ModelMixin, ConfigMixin):
         self.num_upsampled = num_upsampled
         self.trans_cvap_feature = TransVideoFeature(feature_dim, tuple(mlp_hidden_dims), temporal_dim)
         self.pre_onset = OnsetHead(temporal_dim * (1 + len(window_scales)), control_dim)
-        self.global_video_feature = GlobalVideoFeature(feature_dim, global_dim, num_global_tokens)
+        # num_global_tokens=0 removes the global path (the paper's "CN+Onset" ablation).
+        self.global_video_feature = (
+            GlobalVideoFeature(feature_dim, global_dim, num_global_tokens) if num_global_tokens else None
+        )
         self.text_projection = nn.Linear(text_dim, global_dim) if text_dim != global_dim else None
 
     def local_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -122,7 +126,10 @@ class STAVideoConditioner(ModelMixin, ConfigMixin):
         )
         control, onset_logits = self.pre_onset(local)
         p = cfg.global_dropout if global_dropout is None else global_dropout
-        tokens = self.global_video_feature(features, p, generator)
+        if self.global_video_feature is None:
+            tokens = features.new_zeros(features.shape[0], 0, cfg.global_dim)
+        else:
+            tokens = self.global_video_feature(features, p, generator)
         return VideoConditioning(control=control, onset_logits=onset_logits, global_tokens=tokens)
 
     def project_text(self, text_states: torch.Tensor) -> torch.Tensor:

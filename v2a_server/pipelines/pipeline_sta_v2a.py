@@ -312,6 +312,7 @@ class STAV2APipeline(DiffusionPipeline):
         inpaint_margin_s: float = 0.2,
         deterministic: bool = False,
         controlnet_conditioning_scale: float = 1.0,
+        video_conditioning: bool = True,
         onset_threshold: float = 0.5,
         callback_on_step_end: Callable[["STAV2APipeline", int, int, dict[str, Any]], None] | None = None,
     ) -> STAV2APipelineOutput:
@@ -333,7 +334,9 @@ class STAV2APipeline(DiffusionPipeline):
             inpaint_audio / inpaint_range_s: regenerate only (start_s, end_s) of this 16 kHz
                 take; outside the range (beyond ``inpaint_margin_s``) the result is this audio.
             deterministic: switch off the attentive pooling's always-on dropout.
-            controlnet_conditioning_scale: 0 runs the UNet alone (T2A prior).
+            controlnet_conditioning_scale: 0 runs the UNet without the ControlNet.
+            video_conditioning: False drops both video paths (ControlNet and global tokens):
+                the text-to-audio prior alone, for ablations.
             callback_on_step_end: called after every denoising step as
                 ``fn(pipe, step_index, total_steps, info)``; raise ``GenerationCancelled`` to stop.
         """
@@ -358,7 +361,7 @@ class STAV2APipeline(DiffusionPipeline):
         steps_per_window = cfg.video_steps_per_window
         total_video_steps = video_hop * (plan.num_windows - 1) + steps_per_window
         do_cfg = guidance_scale != 1.0
-        use_controlnet = controlnet_conditioning_scale != 0.0
+        use_controlnet = controlnet_conditioning_scale != 0.0 and video_conditioning
         if onset_hints is not None and not self.controlnet.config.num_hint_channels:
             warnings.append("this model was trained without onset hints: the hints were ignored")
             logger.warning(warnings[-1])
@@ -398,6 +401,8 @@ class STAV2APipeline(DiffusionPipeline):
                 )
                 windows_onsets.append(cond.onset_logits[0].float().softmax(-1)[:, 1].cpu().numpy())
                 tokens, control = cond.global_tokens, cond.control
+                if not video_conditioning:
+                    tokens = tokens[:, :0]
                 if self.controlnet.config.num_hint_channels:
                     control = torch.cat([control, self._window_hints(onset_hints, plan, w, num_variations)], dim=-1)
 
