@@ -42,19 +42,23 @@ def strip_inputs(strip) -> list:
 def strips_to_keep(top_level, source) -> set[str]:
     """Names of top-level strips left unmuted while capturing ``source``.
 
-    The source, every effect strip fed (directly or through other effects) by it, and
-    adjustment strips.
+    The source, every effect strip fed (directly or through other effects) by it, the other
+    inputs of those effects (a cross or multiply needs both), and adjustment strips.
     """
     keep = {source.name}
     changed = True
     while changed:
         changed = False
         for strip in top_level:
-            if strip.name in keep:
-                continue
-            if any(s.name in keep for s in strip_inputs(strip)):
+            inputs = strip_inputs(strip)
+            if strip.name not in keep and any(s.name in keep for s in inputs):
                 keep.add(strip.name)
                 changed = True
+            if strip.name in keep:
+                for other in inputs:
+                    if other.name not in keep:
+                        keep.add(other.name)
+                        changed = True
     keep.update(s.name for s in top_level if s.type in compat.GRADING_TYPES)
     return keep
 

@@ -65,3 +65,33 @@ def write_index_movie(path: Path, frames: int, fps: Fraction, width: int = 320,
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """A minimal 8-bit RGB PNG (standard library zlib)."""
+    import struct
+    import zlib
+
+    height, width = rgb.shape[:2]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(rgb, np.uint8))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return Path(path)
+
+
+def write_index_images(folder: Path, frames: int, width: int = 320, height: int = 240) -> list[str]:
+    """``folder/index_0000.png`` ... (an image sequence); returns the file names in order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(frames):
+        name = f"index_{i:04d}.png"
+        write_png(folder / name, index_frame(i, width, height))
+        names.append(name)
+    return names
