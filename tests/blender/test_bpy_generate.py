@@ -131,3 +131,67 @@ def test_second_generate_makes_take_two_beside_take_one(project, server, prefs, 
     assert tags[0] != tags[1]
     for marker in scene.timeline_markers:
         assert any(marker.name.startswith(tag) for tag in tags)
+
+
+def test_job_survives_editing_and_playback_and_follows_a_moved_strip(project, server, prefs,
+                                                                     jobs, clip_dir):
+    compat = addon_module("compat")
+    prefs.server_address = server.endpoint
+    prefs.steps = 60  # long enough to edit while the server works
+    scene = setup_scene(Fraction(25))
+    movie = add_movie(scene, _movie(clip_dir, Fraction(25), 100), channel=1, frame_start=10)
+    trim(movie, head=5)
+    assert generate(seed=3) == {"FINISHED"}
+    job = jobs.manager().jobs[-1]
+    deadline = time.monotonic() + 60
+    while job.state != "running":
+        assert time.monotonic() < deadline and job.active, (job.state, job.message)
+        jobs.poll_jobs()
+        time.sleep(0.01)
+    # The editor keeps working: plays, scrubs, adds a strip, moves the clip as a whole.
+    for frame in range(1, 60, 3):
+        scene.frame_set(frame)
+        jobs.poll_jobs()
+    title = compat.new_effect(compat.strips(scene.sequence_editor), "Title", "COLOR", 5, 1, 30)
+    movie.frame_start += 40
+    movie.select = False
+    title.select = True
+    scene.sequence_editor.active_strip = title
+    jobs.wait_until_idle(timeout_s=120)
+    assert job.state == "done", job.message
+    [sound] = foley_strips(scene)
+    assert compat.strip_range(sound) == compat.strip_range(movie) == (55, 150)
+    assert sound.foley.takes[0].frame_start == 55
+
+
+def test_a_trimmed_source_keeps_the_captured_range(project, server, prefs, jobs, clip_dir):
+    compat = addon_module("compat")
+    prefs.server_address = server.endpoint
+    scene = setup_scene(Fraction(24))
+    movie = add_movie(scene, _movie(clip_dir, Fraction(24), 100), channel=1, frame_start=1)
+    assert generate() == {"FINISHED"}
+    trim(movie, head=20)  # the picture under the captured range changed: don't guess
+    jobs.wait_until_idle(timeout_s=60)
+    job = jobs.manager().jobs[-1]
+    assert job.state == "done" and "trimmed or retimed" in job.message
+    assert jobs.manager().last_message[1] == "WARNING"
+    [sound] = foley_strips(scene)
+    assert compat.strip_range(sound) == (1, 101)
+
+
+def test_placement_is_one_undo_step(project, server, prefs, jobs, clip_dir):
+    prefs.server_address = server.endpoint
+    scene = setup_scene(Fraction(25))
+    add_movie(scene, _movie(clip_dir, Fraction(25), 100), channel=1, frame_start=1)
+    bpy.ops.ed.undo_push(message="before Generate")
+    assert generate(seed=5) == {"FINISHED"}
+    jobs.wait_until_idle(timeout_s=60)
+    scene = bpy.context.scene
+    assert len(foley_strips(scene)) == 1 and len(scene.timeline_markers) > 0
+    bpy.ops.ed.undo()
+    scene = bpy.context.scene
+    assert foley_strips(scene) == [] and len(scene.timeline_markers) == 0
+    assert scene.foley.next_take_uid == 1
+    bpy.ops.ed.redo()
+    scene = bpy.context.scene
+    assert len(foley_strips(scene)) == 1 and len(scene.timeline_markers) > 0
