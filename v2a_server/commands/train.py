@@ -50,9 +50,10 @@ def run(args) -> int:
     from v2a_server.training.trainer import TrainConfig, train
 
     torch.manual_seed(args.seed)
-    if args.stage in ("prepare", "all"):
+    cache_ready = (Path(args.cache) / "cache.json").is_file()
+    if args.stage == "prepare" or (args.stage == "all" and not cache_ready):
         if not args.manifest:
-            raise SystemExit("v2a train: --manifest is required to prepare the cache")
+            raise SystemExit(f"v2a train: no cache in {args.cache} yet: --manifest is required to prepare it")
         spec = WindowSpec.from_pipeline(load_pipeline(args.model))
         counts = build_cache(args.manifest, args.cache, spec, min_av_align=args.min_av_align, limit=args.limit,
                              progress=lambda split, i, n: print(f"\rprepare {split}: {i}/{n}", end="", flush=True))

@@ -1,0 +1,135 @@
+"""The default model's card numbers, from one script: generate on the held-out synthetic test
+split under several settings and score against the reference audio and the video.
+
+Usage:
+  python bench/model_card.py --manifest runs/synth/manifest.jsonl --model default \
+      [--t2a DIR] [--limit 200] [--ddpm-limit 40] [--json docs/default-model.json]
+
+Rows (each on the same clips, same seeds):
+  default, DPM-Solver++ 25 (the default settings) | DPM-Solver++ 10 | DDPM-200 (on --ddpm-limit
+  clips: 8x the cost) | with onset hints at the true onsets | T2A-only (``--t2a`` folder, video
+  conditioning off) | the timbre check (same video, "metal" vs "wood" captions: spectral
+  centroid of the generated audio).
+Scores: AA-Align (reference formula, can exceed 1) and one-to-one, AV-Align (reference) against
+optical-flow motion events of the clip, onset precision/recall/F1 at ±0.1 s; means over clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def score_clip(generated: np.ndarray, sample_rate: int, reference_onsets, motion) -> dict:
+    from v2a_server.metrics import aa_align, aa_align_one_to_one, av_align, detect_onsets_waveform, onset_prf
+
+    onsets = detect_onsets_waveform(generated, sample_rate)
+    prf = onset_prf(reference_onsets, onsets)
+    return {
+        "aa_align": aa_align(reference_onsets, onsets),
+        "aa_align_1to1": aa_align_one_to_one(reference_onsets, onsets),
+        "av_align": av_align(onsets, motion.times_s, motion.fps),
+        "onset_f1": prf.f1,
+        "onset_precision": prf.precision,
+        "onset_recall": prf.recall,
+        "num_onsets": len(onsets),
+    }
+
+
+def spectral_centroid_hz(audio: np.ndarray, sample_rate: int) -> float:
+    spec = np.abs(np.fft.rfft(audio.astype(np.float64)))
+    freqs = np.fft.rfftfreq(audio.size, 1.0 / sample_rate)
+    return float((spec * freqs).sum() / max(spec.sum(), 1e-12))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--t2a", help="pipeline folder of the T2A-only model (row skipped when absent)")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--ddpm-limit", type=int, default=40)
+    parser.add_argument("--rows", default="dpmpp25,dpmpp10,ddpm200,hints,t2a,timbre")
+    parser.add_argument("--json", help="write all numbers here")
+    args = parser.parse_args()
+
+    import torch
+
+    from v2a_server.metrics import detect_onsets_waveform, video_motion_events
+    from v2a_server.model_store import load_pipeline
+    from v2a_server.synth.dataset import read_manifest
+    from v2a_server.training.data import read_audio_16k
+    from v2a_server.video_io import read_video
+
+    torch.set_num_threads(2)
+    manifest = Path(args.manifest)
+    rows = [r for r in read_manifest(manifest) if r["split"] == "test"][: args.limit]
+    pipe = load_pipeline(args.model)
+    t2a = load_pipeline(args.t2a) if args.t2a else None
+    wanted = args.rows.split(",")
+    settings = {
+        "dpmpp25": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=25),
+        "dpmpp10": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=10),
+        "ddpm200": dict(pipe=pipe, sampler="ddpm", num_inference_steps=200, limit=args.ddpm_limit),
+        "hints": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=25, hints=True),
+        "t2a": dict(pipe=t2a, sampler="dpmpp", num_inference_steps=25, video_conditioning=False),
+    }
+    results: dict[str, list[dict]] = {k: [] for k in settings if k in wanted and settings[k]["pipe"] is not None}
+    timbre = []
+    t_start = time.monotonic()
+    for i, row in enumerate(rows):
+        video_path, audio_path = manifest.parent / row["video"], manifest.parent / row["audio"]
+        duration = min(10.24, float(row["duration_s"]))
+        video = read_video(video_path, fps=pipe.model_fps, max_side=None, max_duration_s=duration)
+        reference = read_audio_16k(audio_path, pipe.sample_rate)[: round(duration * pipe.sample_rate)]
+        ref_onsets = detect_onsets_waveform(reference, pipe.sample_rate)
+        motion = video_motion_events(str(video_path))
+        n_frames = pipe.window_plan(duration).total_frames
+        hints = np.zeros(n_frames, np.float32)
+        hints[np.clip((np.asarray([e["time_s"] for e in row["events"]]) * pipe.latent_fps).astype(int), 0, n_frames - 1)] = 1
+        for name, s in settings.items():
+            if name not in results or i >= s.get("limit", len(rows)):
+                continue
+            out = s["pipe"](
+                frames=video.frames, frames_fps=video.fps, duration_s=duration, caption=row["caption"],
+                negative_caption="speech, music", seed=i, sampler=s["sampler"], num_inference_steps=s["num_inference_steps"],
+                onset_hints=hints if s.get("hints") else None, video_conditioning=s.get("video_conditioning", True),
+            )
+            results[name].append(score_clip(out.audio[0], out.sample_rate, ref_onsets, motion))
+        if "timbre" in wanted and i < 40:
+            cents = {}
+            for material in ("metal", "wood"):
+                out = pipe(frames=video.frames, frames_fps=video.fps, duration_s=duration, seed=i,
+                           caption=f"a {material} object hitting a {material} floor", negative_caption="speech, music")
+                cents[material] = spectral_centroid_hz(out.audio[0], out.sample_rate)
+            timbre.append(cents)
+        print(f"\r{i + 1}/{len(rows)} clips, {time.monotonic() - t_start:.0f} s", end="", flush=True)
+    print()
+    summary = {}
+    print(f"{'setting':<12} {'clips':>5} {'AA-Align':>9} {'AA 1:1':>8} {'AV-Align':>9} {'onset F1':>9} {'P':>6} {'R':>6}")
+    for name, scores in results.items():
+        if not scores:
+            continue
+        mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        summary[name] = {"clips": len(scores), **mean}
+        print(f"{name:<12} {len(scores):>5} {mean['aa_align']:9.3f} {mean['aa_align_1to1']:8.3f} {mean['av_align']:9.3f} "
+              f"{mean['onset_f1']:9.3f} {mean['onset_precision']:6.3f} {mean['onset_recall']:6.3f}")
+    if timbre:
+        metal = [t["metal"] for t in timbre]
+        wood = [t["wood"] for t in timbre]
+        higher = sum(m > w for m, w in zip(metal, wood))
+        summary["timbre"] = {"clips": len(timbre), "metal_centroid_hz_median": statistics.median(metal),
+                             "wood_centroid_hz_median": statistics.median(wood), "metal_higher_share": higher / len(timbre)}
+        print(f"timbre: spectral centroid median metal {statistics.median(metal):.0f} Hz vs wood {statistics.median(wood):.0f} Hz; "
+              f"metal higher on {higher}/{len(timbre)} clips")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "t2a": args.t2a, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
