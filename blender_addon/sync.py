@@ -107,12 +107,15 @@ def onset_marker_frames(onsets_s: Iterable[float], start_frame: float, scene_fps
                         end_frame: int | None = None) -> list[int]:
     """Timeline frames (sorted, unique) for onsets given in seconds from ``start_frame``.
 
-    Markers are integer frames: ``round(start_frame + t * fps)``; the error is at most half a
-    frame. Onsets at or past ``end_frame`` (exclusive) are dropped.
+    Markers are integer frames: ``round(start_frame + t * fps)``, halves rounded up; the error
+    is at most half a frame. The position is first quantised to 1e-4 frame, so an onset exactly
+    between two frames (the model's 40 ms grid puts them there at 25 fps) lands on the same
+    frame whether it is read as a double or as Blender's float32. Onsets at or past
+    ``end_frame`` (exclusive) are dropped.
     """
     frames = set()
     for t in onsets_s:
-        frame = int(math.floor(start_frame + t * scene_fps + 0.5))
+        frame = int(math.floor(round(start_frame + t * scene_fps, 4) + 0.5))
         if end_frame is not None and frame >= end_frame:
             continue
         frames.add(frame)

@@ -144,6 +144,8 @@ def test_meta_strip(project, index_movie):
 def _meta_make(scene):
     """Strip > Make Meta Strip on the selection, as the editor would (needs a Sequencer area)."""
     window = bpy.context.window
+    if hasattr(window.workspace, "sequencer_scene"):  # 5.0+: the VSE edits this scene
+        window.workspace.sequencer_scene = scene
     area = window.screen.areas[0]
     area.type = "SEQUENCE_EDITOR"
     with bpy.context.temp_override(window=window, area=area, region=area.regions[-1]):

@@ -38,8 +38,8 @@ def _movie(clip_dir, fps: Fraction, frames: int = CLIP_FRAMES):
 
 
 def _expected_marker_frames(onsets_s, first, end, fps):
-    return sorted({math.floor(first + t * fps + 0.5) for t in onsets_s
-                   if math.floor(first + t * fps + 0.5) < end})
+    frames = (math.floor(round(first + t * fps, 4) + 0.5) for t in onsets_s)  # halves up
+    return sorted({f for f in frames if f < end})
 
 
 @pytest.mark.parametrize("fps", RATES, ids=["24", "25", "29.97"])

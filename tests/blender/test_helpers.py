@@ -86,6 +86,16 @@ def test_onset_marker_frames_round_to_nearest_frame():
     assert sync.onset_marker_frames([2.0], 10, 24, end_frame=58) == []  # on the end frame
 
 
+def test_onset_marker_frames_same_for_float32_and_double():
+    # The model's onsets sit on a 40 ms grid at (k + 0.5) * 40 ms: exactly between two
+    # frames at 25 fps. Blender stores seconds as float32; the frame must not flip.
+    for k in range(0, 1500):
+        t = (k + 0.5) * 0.04
+        as_float32 = float(np.float32(t))
+        assert sync.onset_marker_frames([t], 1, 25.0) == sync.onset_marker_frames(
+            [as_float32], 1, 25.0) == [1 + k + 1]
+
+
 def test_free_channel_skips_overlaps_only():
     occupied = [(1, 0, 100), (2, 50, 150), (3, 200, 300), (5, 0, 1000)]
     assert sync.free_channel(occupied, above=1, start=0, end=100) == 3

@@ -12,4 +12,5 @@ COMMAND_MODULES = (
     "synth",
     "keys",
     "train",
+    "demo",
 )
