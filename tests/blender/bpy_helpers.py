@@ -61,6 +61,14 @@ def trim(strip, head: int = 0, tail: int = 0) -> None:
         compat.set_strip_end(strip, end - tail)
 
 
+def move(strip, frames: int) -> None:
+    """Slide a whole strip along the timeline (5.2+: ``content_start``; before: frame_start)."""
+    if hasattr(strip, "content_start"):
+        strip.content_start += frames
+    else:
+        strip.frame_start += frames
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

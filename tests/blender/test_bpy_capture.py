@@ -15,6 +15,7 @@ import bpy  # noqa: E402
 from tests.blender.bpy_helpers import (  # noqa: E402
     add_movie,
     addon_module,
+    move,
     project_state,
     setup_scene,
     strips,
@@ -70,7 +71,7 @@ def test_moved_strip_keeps_its_picture(project, index_movie):
     scene = setup_scene(FPS)
     movie = add_movie(scene, index_movie, channel=1, frame_start=1)
     trim(movie, head=40, tail=40)
-    movie.frame_start += 57  # slide the whole strip later on the timeline
+    move(movie, 57)  # slide the whole strip later on the timeline
     images = _capture(scene, movie, 25.0)
     assert [decode_index(im) for im in images] == list(range(40, FRAMES - 40))
 

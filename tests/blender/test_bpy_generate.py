@@ -18,6 +18,7 @@ from tests.blender.bpy_helpers import (  # noqa: E402
     file_digest,
     foley_strips,
     generate,
+    move,
     setup_scene,
     sound_file,
     trim,
@@ -153,7 +154,7 @@ def test_job_survives_editing_and_playback_and_follows_a_moved_strip(project, se
         scene.frame_set(frame)
         jobs.poll_jobs()
     title = compat.new_effect(compat.strips(scene.sequence_editor), "Title", "COLOR", 5, 1, 30)
-    movie.frame_start += 40
+    move(movie, 40)
     movie.select = False
     title.select = True
     scene.sequence_editor.active_strip = title

@@ -1,0 +1,210 @@
+"""The add-on's own cost around a generation, as a fraction of the generation time.
+
+For a 10 s, 1920x1080 H.264 movie strip, Generate Foley is run through the add-on (operator +
+job loop, pumped as in the bpy module) against a real ``v2a-server`` subprocess. Per run:
+
+    capture    Blender renders the strip's frames at the model's frame rate (all ticks)
+    send       encoding + queueing the generate request
+    transport  roundtrip - server pipeline time (ZeroMQ both ways, server decode/encode, queue)
+    placement  resample 16 kHz -> scene mix rate (soxr), WAV write, sound strip, markers
+    generation the server's pipeline time (``result.timings_s.pipeline_s``)
+
+    ratio = (capture + send + transport + placement) / generation      target <= 10 %
+
+Also reported: the longest and 95th-percentile poll tick (UI thread time per timer call).
+
+Run with a Python that has bpy (the tests' venv); the server runs in the main venv:
+
+    .venv-bpy45/bin/python bench/bench_addon_overhead.py                   # default model
+    .venv-bpy45/bin/python bench/bench_addon_overhead.py --model DIR --runs 3 --short-side 64
+
+``--model default`` uses the embedded default model when installed; otherwise it times a
+randomly initialised model of the same ``default`` configuration (same architecture, so the same
+generation time), made once under build/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO / "build" / "bench"
+CLIP_S = 10.0
+FPS = 25
+WIDTH, HEIGHT = 1920, 1080
+TARGET_RATIO = 0.10
+
+
+def make_clip(path: Path) -> Path:
+    """10 s of 1080p H.264 with moving shapes over a textured, drifting background."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grain = rng.integers(0, 24, (HEIGHT // 4, WIDTH // 4), dtype=np.uint8)
+    grain = np.kron(grain, np.ones((4, 4), np.uint8))
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                      rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        for i in range(int(CLIP_S * FPS)):
+            base = ((xx + 6 * i) % 512 // 2).astype(np.uint8)
+            frame = np.stack([base, np.full_like(base, 60), 255 - base], axis=-1)
+            frame[..., 1] += grain
+            for k in range(5):
+                cx = int((200 + 300 * k + 9 * i * (k + 1)) % WIDTH)
+                cy = int(HEIGHT / 2 + 300 * np.sin(i / (7 + k)))
+                frame[max(0, cy - 60):cy + 60, max(0, cx - 60):cx + 60] = (255, 240 - 40 * k, 40 * k)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def model_dir(name: str, server_python: Path) -> str:
+    if name != "default":
+        return name
+    if (REPO / "v2a_server" / "default_model" / "model_index.json").is_file():
+        return "default"
+    folder = BENCH_DIR / "default-random"
+    if not (folder / "model_index.json").is_file():
+        print(f"the default model is not installed: timing a random-weight 'default' config in "
+              f"{folder}")
+        subprocess.run([str(server_python), "-m", "v2a_server.cli", "create-model", "--config",
+                        "default", "--out", str(folder)], check=True, cwd=str(REPO))
+    return str(folder)
+
+
+def start_server(server_python: Path, model: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(server_python), "-m", "v2a_server.server", "--model", model,
+                                 "--bind", endpoint], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(REPO))
+    deadline = time.monotonic() + 600
+    while "v2a_server: ready:" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"server did not start; see {log_path}")
+        time.sleep(0.2)
+    return proc, endpoint
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (model default)")
+    parser.add_argument("--short-side", type=int, default=224,
+                        help="capture size preference, pixels (default 224)")
+    parser.add_argument("--clip", type=Path, default=None, help="a 1080p clip (default: made)")
+    parser.add_argument("--server-python", type=Path,
+                        default=Path(os.environ.get("V2A_SERVER_PYTHON",
+                                                    REPO / ".venv" / "bin" / "python")))
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    clip = args.clip or BENCH_DIR / "clip_1080p_10s.mp4"
+    if not clip.exists():
+        print(f"writing {clip} ...")
+        make_clip(clip)
+    model = model_dir(args.model, args.server_python)
+    work = Path(tempfile.mkdtemp(prefix="foley-bench-"))
+    os.environ["BLENDER_USER_RESOURCES"] = str(work / "blender-user")
+    server, endpoint = start_server(args.server_python, model, work / "server.log")
+
+    sys.path.insert(0, str(REPO))
+    from v2a_server.commands import demo  # its Blender-side helpers import no torch
+
+    import bpy
+
+    module = demo.enable_addon_from_source()
+    try:
+        import importlib
+
+        jobs = importlib.import_module(f"{module}.jobs")
+        compat = importlib.import_module(f"{module}.compat")
+        bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+        prefs = bpy.context.preferences.addons[module].preferences
+        prefs.server_address = endpoint
+        prefs.capture_short_side = args.short_side
+        prefs.connect_timeout_s = 60.0
+        if args.steps:
+            prefs.steps = args.steps
+        scene = bpy.context.scene
+        scene.render.fps, scene.render.fps_base = FPS, 1.0
+        scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+        se = scene.sequence_editor_create()
+        movie = compat.strips(se).new_movie(name="Bench", filepath=str(clip), channel=1,
+                                            frame_start=1, fit_method="FIT")
+        movie.select = True
+        se.active_strip = movie
+        movie.foley.caption = "objects bouncing on a wooden floor"
+        bpy.ops.wm.save_as_mainfile(filepath=str(work / "bench.blend"))
+        first, end = compat.strip_range(movie)
+        print(f"strip: {end - first} frames of {WIDTH}x{HEIGHT} at {FPS} fps; model {model}; "
+              f"capture short side {args.short_side} px")
+
+        rows = []
+        for run in range(args.runs + 1):
+            jobs.manager().tick_seconds.clear()
+            bpy.ops.sequencer.foley_generate(seed=run)
+            jobs.wait_until_idle(timeout_s=1800)
+            job = jobs.manager().jobs[-1]
+            if job.state != "done":
+                raise SystemExit(f"run {run}: {job.state}: {job.message}")
+            t, s = job.timings_s, job.server_timings_s
+            ticks = sorted(jobs.manager().tick_seconds)
+            row = {"capture_s": t["capture_s"], "send_s": t["send_s"],
+                   "transport_s": t["roundtrip_s"] - s["pipeline_s"],
+                   "placement_s": t["placement_s"], "generation_s": s["pipeline_s"],
+                   "frames": t["frames"], "model_fps": t["model_fps"],
+                   "tick_max_ms": 1000 * ticks[-1],
+                   "tick_p95_ms": 1000 * ticks[int(0.95 * (len(ticks) - 1))]}
+            row["overhead_s"] = (row["capture_s"] + row["send_s"] + row["transport_s"]
+                                 + row["placement_s"])
+            row["ratio"] = row["overhead_s"] / row["generation_s"]
+            label = "warm-up" if run == 0 else f"run {run}"
+            print(f"{label:8s} capture {row['capture_s']:6.2f} s ({row['frames']} frames) | send "
+                  f"{row['send_s']:.3f} | transport {row['transport_s']:.3f} | placement "
+                  f"{row['placement_s']:.3f} | generation {row['generation_s']:6.2f} s | ratio "
+                  f"{100 * row['ratio']:5.1f} % | tick max {row['tick_max_ms']:.0f} ms, p95 "
+                  f"{row['tick_p95_ms']:.0f} ms")
+            if run:
+                rows.append(row)
+        median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        verdict = "meets" if median["ratio"] <= TARGET_RATIO else "misses"
+        print(f"median ratio {100 * median['ratio']:.1f} % ({verdict} the "
+              f"{100 * TARGET_RATIO:.0f} % target): capture {median['capture_s']:.2f} s, "
+              f"send+transport {median['send_s'] + median['transport_s']:.3f} s, placement "
+              f"{median['placement_s']:.3f} s, generation {median['generation_s']:.2f} s")
+        if args.json:
+            args.json.write_text(json.dumps({"runs": rows, "median": median, "model": model,
+                                             "short_side": args.short_side}, indent=1))
+    finally:
+        jobs_module = sys.modules.get(f"{module}.jobs")
+        if jobs_module is not None:
+            jobs_module.manager().cancel(reason="bench finished")
+        demo.disable_addon()
+        server.terminate()
+        server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
