@@ -34,7 +34,10 @@ CAPTURE_INTERVAL_S = 0.0  # next tick as soon as Blender has handled its events
 ACTIVE_INTERVAL_S = 0.1  # while jobs wait on the server
 IDLE_INTERVAL_S = 1.0  # connected, nothing to do: heartbeats and server status
 STATUS_PERIOD_S = 2.0  # how often to refresh the server status shown in the panel
-HEARTBEAT_INTERVAL_S = 2.0  # announced to the server; it cancels our jobs after 3 x this
+# Announced to the server, which cancels our jobs after 3 x this of silence: long enough for
+# Blender to save a big file or rebuild its undo step on the UI thread (no polls meanwhile);
+# the price is that a dead server is noticed after 12 s.
+HEARTBEAT_INTERVAL_S = 4.0
 HISTORY = 8  # finished jobs kept for the panel
 
 ACTIVE_STATES = ("connecting", "capturing", "sending", "queued", "running", "placing")

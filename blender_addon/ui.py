@@ -80,7 +80,6 @@ class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
 class SEQUENCER_PT_foley_server(SequencerFoleyPanel, bpy.types.Panel):
     bl_label = "Server"
     bl_parent_id = "SEQUENCER_PT_foley"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout
@@ -134,6 +133,15 @@ class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
                        f"guidance {take.guidance:g}")
         col.label(text=f"Frames {take.frame_start}–{take.frame_end} · {take.sample_rate} Hz")
         col.label(text=f"Markers: {take.marker_tag}* · {take.created}")
+        siblings = [s for s in compat.all_strips(compat.vse_scene(context).sequence_editor)
+                    if s.foley.is_foley and s.foley.source == settings.source and s != strip]
+        if siblings:
+            col = layout.column(align=True)
+            col.label(text=f"Other takes for {settings.source}:")
+            for other in sorted(siblings, key=lambda s: s.channel):
+                numbers = ", ".join(str(t.number) for t in other.foley.takes)
+                col.label(text=f"  {other.name} (channel {other.channel}): take {numbers}",
+                          icon="SOUND")
 
 
 classes = (
