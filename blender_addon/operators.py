@@ -71,7 +71,12 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
             "variations": self.variations or prefs.variations,
         }
         manager = jobs.manager()
-        manager.ensure_client(prefs.server_address.strip(), prefs.server_public_key.strip())
+        server = (prefs.server_address.strip(), prefs.server_public_key.strip())
+        manager.ensure_client(*server)
+        if manager.client_key != server:
+            self.report({"ERROR"}, "Foley jobs are still running on the previous server: wait "
+                        "for them or cancel them before switching servers")
+            return {"CANCELLED"}
         queued, problems = [], []
         now = time.monotonic()
         for strip in candidates:
@@ -87,6 +92,9 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
                                 f"for at most {MAX_DURATION_S:.0f} s at once: split or trim it")
                 continue
             caption = self.caption or strip.foley.caption
+            if not caption.strip():
+                problems.append(f"{strip.name!r} has no caption: the model will only follow "
+                                "the picture")
             snapshot = placement.Snapshot(
                 scene_name=scene.name, strip_name=strip.name, channel=strip.channel,
                 first=first, end=end, content_start=compat.content_start(strip),

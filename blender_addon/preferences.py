@@ -25,8 +25,8 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         description="ZeroMQ endpoint of the running v2a-server")
     server_public_key: StringProperty(
         name="Server Public Key", default="",
-        description="The server's CURVE public key (40 characters, from server.key written by "
-        "`v2a keys`); empty for a plain local server")
+        description="The server's CURVE public key (the 40 characters in server.key written by "
+        "`v2a keys`, or the path of that file); empty for a plain local server")
     output_dir: StringProperty(
         name="Output Folder", default="//foley/", subtype="DIR_PATH",
         options=compat.BLEND_RELATIVE_PATH,
