@@ -23,6 +23,10 @@ esac
 venv=".venv-bpy${version/./}"
 if [ ! -x "$venv/bin/python" ]; then
   interpreter="${BPY_PYTHON:-$(command -v "python$python_version" || true)}"
+  if [ -z "$interpreter" ] && python3 -c "import sys; sys.exit(sys.version_info[:2] != \
+      tuple(map(int, '$python_version'.split('.'))))" 2>/dev/null; then
+    interpreter="$(command -v python3)"
+  fi
   if [ -z "$interpreter" ]; then
     echo "Blender $version needs Python $python_version: install it or set BPY_PYTHON" >&2
     exit 2
