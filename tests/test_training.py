@@ -71,7 +71,7 @@ def _stage_for(name, tiny_model_dir, synth_cache):
     return stage
 
 
-@pytest.mark.parametrize("name,lr,steps", [("vae", 3e-3, 8), ("t2a", 2e-3, 8), ("onset", 3e-3, 8), ("joint", 2e-3, 8)])
+@pytest.mark.parametrize("name,lr,steps", [("vae", 3e-3, 8), ("vocoder", 3e-3, 8), ("t2a", 2e-3, 8), ("onset", 3e-3, 8), ("joint", 2e-3, 8)])
 def test_each_stage_lowers_its_loss_on_a_fixed_batch(name, lr, steps, tiny_model_dir, synth_cache):
     stage = _stage_for(name, tiny_model_dir, synth_cache)
     split = CachedSplit(synth_cache, "train")

@@ -41,6 +41,12 @@ def save_pipeline(pipe, out_dir: str | Path, external_text_encoder: str | None =
     return out
 
 
+def external_text_encoder(name_or_path: str | Path) -> str | None:
+    """The packaged text encoder a pipeline folder refers to (None when it holds its own)."""
+    note = resolve_model_dir(name_or_path) / EXTERNAL_FILE
+    return json.loads(note.read_text())["text_encoder"] if note.is_file() else None
+
+
 def _external_components(path: Path) -> dict:
     note = path / EXTERNAL_FILE
     if not note.is_file():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 NAME = "train"
-HELP = "train a pipeline folder: prepare | vae | t2a | onset | joint | all"
+HELP = "train a pipeline folder: prepare | vae | t2a | onset | joint | all (| vocoder: refine the vocoder alone)"
 
 ORDER = ("vae", "t2a", "onset", "joint")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--stage", required=True, choices=("prepare",) + ORDER + ("all",))
+    parser.add_argument("--stage", required=True, choices=("prepare",) + ORDER + ("vocoder", "all"))
     parser.add_argument("--manifest", help="JSONL manifest (for --stage prepare / all)")
     parser.add_argument("--cache", required=True, help="cache folder of decoded clips, labels, latents, features")
     parser.add_argument("--model", required=True, help="pipeline folder to start from (see `v2a create-model`)")

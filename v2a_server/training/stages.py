@@ -148,6 +148,45 @@ class VaeVocoderStage(Stage):
         return self.pipe.vae.encode(mel).latent_dist.mean * scale
 
 
+class VocoderStage(VaeVocoderStage):
+    """(a') The vocoder alone, with crops centred on onsets for half of the samples: impacts
+    are rare in Foley-like audio, and a vocoder trained on random crops learns the noise floor
+    first. Run after ``vae`` to refine the vocoder; the VAE and the cache are left as they are."""
+
+    name = "vocoder"
+
+    def trainable(self):
+        return {"vocoder": self.pipe.vocoder}
+
+    def loss(self, split, indices, gen):
+        opts, hop = self.options, self.mel.config.hop_length
+        idx = np.sort(indices)
+        audio = torch.from_numpy(np.asarray(split.array("audio")[idx], np.float32))
+        mel = self.mel(audio)
+        crop = opts.vocoder_crop_frames
+        frames_per_latent = mel.shape[1] // split.labels.shape[1]
+        starts = []
+        for row, labels in enumerate(split.labels[idx]):
+            onsets = np.flatnonzero(labels)
+            if len(onsets) and float(torch.rand(1, generator=gen)) < 0.5:
+                pick = int(onsets[int(torch.randint(0, len(onsets), (1,), generator=gen))]) * frames_per_latent
+                start = pick - int(torch.randint(0, crop // 2, (1,), generator=gen))
+            else:
+                start = int(torch.randint(0, mel.shape[1] - crop + 1, (1,), generator=gen))
+            starts.append(min(max(start, 0), mel.shape[1] - crop))
+        mels = torch.stack([mel[i, s : s + crop] for i, s in enumerate(starts)])
+        target = torch.stack([audio[i, s * hop : (s + crop) * hop] for i, s in enumerate(starts)])
+        wave = self.pipe.vocoder(mels)[:, : target.shape[1]]
+        voc_stft = stft_loss(wave, target)
+        voc_mel = (self.mel(wave)[:, : crop - 1] - mels[:, : crop - 1]).abs().mean()
+        voc_wave = (wave - target).abs().mean()
+        total = voc_stft + voc_mel + voc_wave
+        return total, {"voc_stft": voc_stft.item(), "voc_mel": voc_mel.item(), "voc_wave": voc_wave.item()}
+
+    def finish(self, cache_splits):
+        """Nothing to cache: the latents belong to the VAE, which this stage leaves alone."""
+
+
 class TextToAudioStage(Stage):
     name = "t2a"
     needs = ("latents",)
@@ -250,4 +289,4 @@ class JointStage(Stage):
         return total, {"diffusion": l_diff.item(), "onset": l_onset.item()}
 
 
-STAGES = {cls.name: cls for cls in (VaeVocoderStage, TextToAudioStage, OnsetPretextStage, JointStage)}
+STAGES = {cls.name: cls for cls in (VaeVocoderStage, VocoderStage, TextToAudioStage, OnsetPretextStage, JointStage)}

@@ -64,7 +64,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
-    from v2a_server.model_store import load_pipeline
+    from v2a_server.model_store import external_text_encoder, load_pipeline, save_pipeline
 
     if cfg.stage not in STAGES:
         raise ValueError(f"unknown stage {cfg.stage!r}; choose one of {sorted(STAGES)}")
@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 module.eval()
         splits = {s: CachedSplit(cfg.cache_dir, s) for s in ("train", "val", "test") if (Path(cfg.cache_dir) / s / "meta.jsonl").is_file()}
         stage.finish(splits)
-        pipe.save_pretrained(str(out_dir / "pipeline"))
+        save_pipeline(pipe, out_dir / "pipeline", external_text_encoder=external_text_encoder(cfg.model_dir))
         with open(out_dir / "train_config.json", "w") as fh:
             json.dump({**asdict(cfg), "final_step": step}, fh, indent=1)
     return out_dir / "pipeline"
