@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--t2a", help="pipeline folder of the T2A-only model (row skipped when absent)")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--ddpm-limit", type=int, default=40)
+    parser.add_argument("--side-limit", type=int, help="clips for the dpmpp10 / hints / t2a rows (default: --limit)")
+    parser.add_argument("--timbre-limit", type=int, default=40)
     parser.add_argument("--rows", default="dpmpp25,dpmpp10,ddpm200,hints,t2a,timbre")
     parser.add_argument("--json", help="write all numbers here")
     args = parser.parse_args()
@@ -72,12 +74,13 @@ def main() -> None:
     pipe = load_pipeline(args.model)
     t2a = load_pipeline(args.t2a) if args.t2a else None
     wanted = args.rows.split(",")
+    side = args.side_limit or args.limit
     settings = {
         "dpmpp25": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=25),
-        "dpmpp10": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=10),
+        "dpmpp10": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=10, limit=side),
         "ddpm200": dict(pipe=pipe, sampler="ddpm", num_inference_steps=200, limit=args.ddpm_limit),
-        "hints": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=25, hints=True),
-        "t2a": dict(pipe=t2a, sampler="dpmpp", num_inference_steps=25, video_conditioning=False),
+        "hints": dict(pipe=pipe, sampler="dpmpp", num_inference_steps=25, hints=True, limit=side),
+        "t2a": dict(pipe=t2a, sampler="dpmpp", num_inference_steps=25, video_conditioning=False, limit=side),
     }
     results: dict[str, list[dict]] = {k: [] for k in settings if k in wanted and settings[k]["pipe"] is not None}
     timbre = []
@@ -101,7 +104,7 @@ def main() -> None:
                 onset_hints=hints if s.get("hints") else None, video_conditioning=s.get("video_conditioning", True),
             )
             results[name].append(score_clip(out.audio[0], out.sample_rate, ref_onsets, motion))
-        if "timbre" in wanted and i < 40:
+        if "timbre" in wanted and i < args.timbre_limit:
             cents = {}
             for material in ("metal", "wood"):
                 out = pipe(frames=video.frames, frames_fps=video.fps, duration_s=duration, seed=i,

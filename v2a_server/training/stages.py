@@ -35,6 +35,8 @@ class StageOptions:
     kl_weight: float = 1e-4
     vae_crop_frames: int = 256  # mel frames per VAE training crop (2.56 s)
     vocoder_crop_frames: int = 32  # mel frames per vocoder crop (0.32 s)
+    vocoder_onset_crops: float = 0.5  # vocoder stage: share of crops centred on an onset
+    vocoder_wave_weight: float = 0.0  # vocoder stage: weight of a waveform L1 term
     train_unet: bool = True  # the paper's figure trains it; the release's default freezes it
 
 
@@ -168,7 +170,7 @@ class VocoderStage(VaeVocoderStage):
         starts = []
         for row, labels in enumerate(split.labels[idx]):
             onsets = np.flatnonzero(labels)
-            if len(onsets) and float(torch.rand(1, generator=gen)) < 0.5:
+            if len(onsets) and float(torch.rand(1, generator=gen)) < opts.vocoder_onset_crops:
                 pick = int(onsets[int(torch.randint(0, len(onsets), (1,), generator=gen))]) * frames_per_latent
                 start = pick - int(torch.randint(0, crop // 2, (1,), generator=gen))
             else:
@@ -180,7 +182,7 @@ class VocoderStage(VaeVocoderStage):
         voc_stft = stft_loss(wave, target)
         voc_mel = (self.mel(wave)[:, : crop - 1] - mels[:, : crop - 1]).abs().mean()
         voc_wave = (wave - target).abs().mean()
-        total = voc_stft + voc_mel + voc_wave
+        total = voc_stft + voc_mel + opts.vocoder_wave_weight * voc_wave
         return total, {"voc_stft": voc_stft.item(), "voc_mel": voc_mel.item(), "voc_wave": voc_wave.item()}
 
     def finish(self, cache_splits):
