@@ -575,8 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             signing_key = f.read().strip()
         if not signing_key:
             raise SystemExit(f"v2a-server: {args.signing_key_file} is empty")
+    # The embedded model is reported by the name users ask for it with.
+    model_id = args.model_id or ("default" if args.model == "default" else None)
     server = FoleyServer(args.bind, model_dir, args.device or default_devices(), args.dtype,
-                         args.max_queue, args.model_id, args.curve_secret_key, signing_key,
+                         args.max_queue, model_id, args.curve_secret_key, signing_key,
                          args.threads)
     context = zmq.Context()
     try:

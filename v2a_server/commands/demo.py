@@ -94,8 +94,10 @@ def run(args) -> int:
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     log_path = out / "server.log"
     with open(log_path, "wb") as log:
+        # "default" goes through as is, so the server reports the model as "default".
+        served = "default" if args.model == "default" else str(model_dir)
         server = subprocess.Popen([sys.executable, "-m", "v2a_server.server", "--model",
-                                   str(model_dir), "--bind", endpoint], stdout=log,
+                                   served, "--bind", endpoint], stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
         wait_for_server(server, log_path)
