@@ -276,6 +276,10 @@ class FoleyServer:
             return refuse("duplicate_id", f"request id {message.id} is already in use by one of "
                           "your jobs", "header.id")
         job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq)
+        # A job's first event is "queued": send it before the job becomes visible to a
+        # worker, which may take it at once (only this thread adds jobs, so the length holds).
+        if len(self.jobs) < self.jobs.max_length:
+            self._send_queued(job, len(self.jobs) + 1)
         if not self.jobs.put(job):
             logger.info("client %s: %s refused: queue full (%d)", identity.hex(), message.id,
                         self.jobs.max_length)
@@ -370,14 +374,20 @@ class FoleyServer:
         for position, job in enumerate(waiting, start=1):
             if self._positions.get(job.key) == position:
                 continue
-            self._positions[job.key] = position
-            eta = None
-            if self._job_time_s is not None:
-                eta = self._job_time_s * (1 + (position - 1) // n_workers)
-            self._send(job.client, Message("progress", {
-                "stage": "queued", "queue_position": position, "step": 0, "total_steps": 0,
-                "eta_s": eta, "elapsed_s": time.monotonic() - job.accepted_at,
-            }, parent=job.request_id))
+            self._send_queued(job, position, n_workers)
+
+    def _send_queued(self, job: Job, position: int, n_workers: int | None = None) -> None:
+        """One "queued" progress event with the job's 1-based position and an ETA."""
+        if n_workers is None:
+            n_workers = max(1, sum(w.state != "failed" for w in self.workers))
+        self._positions[job.key] = position
+        eta = None
+        if self._job_time_s is not None:
+            eta = self._job_time_s * (1 + (position - 1) // n_workers)
+        self._send(job.client, Message("progress", {
+            "stage": "queued", "queue_position": position, "step": 0, "total_steps": 0,
+            "eta_s": eta, "elapsed_s": time.monotonic() - job.accepted_at,
+        }, parent=job.request_id))
 
     # ---- liveness and shutdown ----------------------------------------------------------
 
