@@ -39,6 +39,7 @@ def output_paths(out: str, variations: int) -> list:
 
 def run(args) -> int:
     import json
+    import os
     import time
 
     import numpy as np
@@ -47,7 +48,7 @@ def run(args) -> int:
     from v2a_server.video_io import read_video
 
     paths = output_paths(args.out, args.variations)
-    existing = [str(p) for p in paths + ([args.onsets] if args.onsets else []) if __import__("os").path.exists(p)]
+    existing = [str(p) for p in paths + ([args.onsets] if args.onsets else []) if os.path.exists(p)]
     if existing and not args.overwrite:
         raise SystemExit(f"v2a generate: refusing to overwrite {', '.join(existing)} (use --overwrite)")
     t0 = time.perf_counter()

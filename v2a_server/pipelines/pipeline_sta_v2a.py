@@ -410,10 +410,7 @@ class STAV2APipeline(DiffusionPipeline):
             if inpaint_range_s is not None:
                 mask_np = self.inpaint_mask(plan, w, inpaint_range_s, inpaint_margin_s)
                 if not mask_np.any():  # nothing to regenerate here: keep the source audio
-                    start = plan.start_frame(w) * plan.samples_per_frame
-                    piece = np.zeros(plan.window_samples, np.float32)
-                    src = np.asarray(inpaint_audio, np.float32)[start : start + plan.window_samples]
-                    piece[: len(src)] = src
+                    piece = self._window_source_audio(inpaint_audio, plan, w)
                     windows_audio.append(np.repeat(piece[None], num_variations, 0))
                     continue
                 with timer("vae_encode"):
@@ -461,11 +458,17 @@ class STAV2APipeline(DiffusionPipeline):
             hints[: len(piece), 1] = 1.0
         return hints.to(self.device, self.conditioner.dtype)[None].expand(batch, -1, -1)
 
-    def _window_source_latents(self, inpaint_audio, plan: WindowPlan, window: int) -> torch.Tensor:
+    @staticmethod
+    def _window_source_audio(inpaint_audio, plan: WindowPlan, window: int) -> np.ndarray:
+        """One window of the source take, zero-padded past its end: [window_samples]."""
         start = plan.start_frame(window) * plan.samples_per_frame
         piece = np.zeros(plan.window_samples, np.float32)
         src = np.asarray(inpaint_audio, np.float32)[start : start + plan.window_samples]
         piece[: len(src)] = src
+        return piece
+
+    def _window_source_latents(self, inpaint_audio, plan: WindowPlan, window: int) -> torch.Tensor:
+        piece = self._window_source_audio(inpaint_audio, plan, window)
         return self.encode_audio(torch.from_numpy(piece)[None].to(self.device)).to(self.unet.dtype)
 
     def _composite_range(self, new: np.ndarray, old: np.ndarray, range_s, margin_s: float) -> np.ndarray:
