@@ -36,6 +36,12 @@ def test_demo_makes_a_synced_sound_strip_with_markers(addon, jobs, tiny_model, t
     scene = bpy.context.scene
     se = scene.sequence_editor
     movie = se.strips_all["Demo clip"] if hasattr(se, "strips_all") else se.sequences_all["Demo clip"]
+    # The clip fills the canvas one pixel to one pixel: a scaled (zoomed) clip would show the
+    # model a crop of the picture (the demo once made a constant buzz that way).
+    element = movie.elements[0]
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (element.orig_width,
+                                                                      element.orig_height)
+    assert (movie.transform.scale_x, movie.transform.scale_y) == (1.0, 1.0)
     [sound] = foley_strips(scene)
     first, end = compat.strip_range(movie)
     assert compat.strip_range(sound) == (first, end)

@@ -330,8 +330,10 @@ def blender_side(spec_path: str) -> int:
         scene.name = "Foley demo"
         se = scene.sequence_editor_create()
         strips = compat.strips(se)
+        # ORIGINAL: one clip pixel per render pixel. FIT would scale the clip for the factory
+        # 1920x1080 canvas, and the editor (and the model) would see a 4x zoomed crop of it.
         movie = strips.new_movie(name="Demo clip", filepath=clip["path"], channel=1,
-                                 frame_start=1, fit_method="FIT")
+                                 frame_start=1, fit_method="ORIGINAL")
         scene.render.fps, scene.render.fps_base = scene_rate_for(movie.fps)
         element = movie.elements[0]
         scene.render.resolution_x = element.orig_width or 256
