@@ -122,3 +122,37 @@ def test_v2a_train_cli_runs_a_stage_and_writes_a_loadable_pipeline(tiny_model_di
     pipe = load_pipeline(tmp_path / "run" / "pipeline")
     assert pipe.model_fps == 4.0
     assert CachedSplit(synth_cache, "test").array("features").shape == (1, 40, 32)
+
+
+def test_hint_shift_moves_audio_and_hints_together_only_for_hinted_samples(tiny_model_dir, synth_cache):
+    stage = _stage_for("joint", tiny_model_dir, synth_cache)
+    stage.options = StageOptions(hint_dropout=0.5, hint_shift_share=1.0, hint_shift_frames=3)
+    given = torch.tensor([1.0, 0.0, 1.0, 0.0] * 64)
+    shifts = stage.audio_shifts(given, torch.Generator().manual_seed(0))
+    assert torch.all(shifts[given == 0] == 0)
+    assert shifts.abs().max() <= 3 and (shifts[given == 1] != 0).any()
+    stage.options = StageOptions(hint_dropout=0.5, hint_shift_share=0.0)
+    assert torch.all(stage.audio_shifts(given, torch.Generator().manual_seed(0)) == 0)
+
+    # The hints a shifted sample is trained with are its shifted audio's onsets.
+    labels = torch.zeros(1, 16)
+    labels[0, 5] = 1
+    hints = stage.hints(torch.roll(labels, 2, dims=1), torch.ones(1), torch.Generator().manual_seed(0))
+    assert hints[0, 7, 0] == 1 and hints[0, 5, 0] == 0 and torch.all(hints[0, :, 1] == 1)
+
+    # A few steps with the augmentation still train (the loss goes down on a fixed batch).
+    stage.options = StageOptions(cfg_dropout=0.0, hint_dropout=0.0, hint_shift_share=1.0, hint_shift_frames=4)
+    split = CachedSplit(synth_cache, "train")
+    modules = torch.nn.ModuleDict(stage.trainable()).train()
+    modules.requires_grad_(True)
+    opt = torch.optim.Adam([p for p in modules.parameters() if p.requires_grad], lr=2e-3)
+    fixed = lambda: stage.loss(split, np.arange(2), torch.Generator().manual_seed(7))[0]  # noqa: E731
+    with torch.no_grad():
+        before = fixed().item()
+    for _ in range(8):
+        loss = fixed()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert fixed().item() < before

@@ -25,6 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, help="prepare: at most this many clips per split")
     parser.add_argument("--no-train-unet", action="store_true", help="joint: keep the UNet frozen (the release's default)")
     parser.add_argument("--hint-dropout", type=float, default=0.5)
+    parser.add_argument("--hint-shift-share", type=float, default=0.0,
+                        help="joint: share of hinted samples whose audio is moved against the "
+                        "video (by up to --hint-shift-frames), so hints set the timing")
+    parser.add_argument("--hint-shift-frames", type=int, default=8)
     parser.add_argument("--onset-weight", type=float, default=1.0)
     parser.add_argument("--cfg-dropout", type=float, default=0.1)
 
@@ -66,6 +70,7 @@ def run(args) -> int:
     minutes = _per_stage(args.max_minutes, stages, "--max-minutes")
     options = StageOptions(
         cfg_dropout=args.cfg_dropout, hint_dropout=args.hint_dropout, onset_weight=args.onset_weight,
+        hint_shift_share=args.hint_shift_share, hint_shift_frames=args.hint_shift_frames,
         train_unet=not args.no_train_unet,
     )
     model = args.model

@@ -29,6 +29,11 @@ class StageOptions:
     cfg_dropout: float = 0.1  # text zeroed per sample (release: guidance_free_rate 0.1)
     hint_dropout: float = 0.5  # share of samples trained WITHOUT hints
     hint_jitter_frames: int = 0  # random shift of given hints (robustness to sloppy markers)
+    # Share of hinted samples whose audio (latents and hints together) is moved by up to
+    # hint_shift_frames against the video: the model learns that given hints set the timing,
+    # so an editor's moved or removed marker moves or removes the sound (issue 7).
+    hint_shift_share: float = 0.0
+    hint_shift_frames: int = 8
     onset_weight: float = 1.0  # λ in L = L_diff + λ L_onset
     onset_positive_weight: float = 5.0  # onset frames are rare
     snr_gamma: float | None = 5.0
@@ -255,10 +260,20 @@ class JointStage(Stage):
             mods["unet"] = self.pipe.unet
         return mods
 
-    def hints(self, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """[B, F, 2]: the true onsets as hints for some samples (flag 1), none for others."""
+    def hint_given(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """[B] 1.0 for the samples trained with hints."""
+        return (torch.rand(batch, generator=gen) >= self.options.hint_dropout).float()
+
+    def audio_shifts(self, given: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """[B] latent-frame shift of each sample's audio against its video (0: none)."""
+        k, share = self.options.hint_shift_frames, self.options.hint_shift_share
+        shifts = torch.randint(-k, k + 1, (len(given),), generator=gen)
+        chosen = (torch.rand(len(given), generator=gen) < share) & (given > 0)
+        return torch.where(chosen, shifts, torch.zeros_like(shifts))
+
+    def hints(self, labels: torch.Tensor, given: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """[B, F, 2]: the audio's onsets as hints for the given samples (flag 1), none for others."""
         b, f = labels.shape
-        given = (torch.rand(b, generator=gen) >= self.options.hint_dropout).float()
         values = labels.float()
         jitter = self.options.hint_jitter_frames
         if jitter:
@@ -272,11 +287,19 @@ class JointStage(Stage):
         idx = np.sort(indices)
         feats = torch.from_numpy(np.asarray(split.array("features")[idx], np.float32))
         latents = torch.from_numpy(np.asarray(split.array("latents")[idx], np.float32))
-        labels = torch.from_numpy(split.labels[idx])
+        labels = torch.from_numpy(split.labels[idx])  # onsets of the video-aligned audio
         cond = pipe.conditioner(feats, generator=gen)
         control = cond.control
         if pipe.controlnet.config.num_hint_channels:
-            control = torch.cat([control, self.hints(labels, gen)], dim=-1)
+            given = self.hint_given(len(idx), gen)
+            audio_labels = labels
+            if opts.hint_shift_share > 0:
+                shifts = self.audio_shifts(given, gen)
+                # roll wraps a few frames around the clip's ends; cheaper than padding with
+                # latents that would have to mean silence
+                latents = torch.stack([torch.roll(x, int(k), dims=1) for x, k in zip(latents, shifts)])
+                audio_labels = torch.stack([torch.roll(x, int(k)) for x, k in zip(labels, shifts)])
+            control = torch.cat([control, self.hints(audio_labels, given, gen)], dim=-1)
         noisy, noise, t = self.noisy_latents(latents, gen)
         context, mask = self.context([split.captions[i] for i in idx], gen, cond.global_tokens)
         down, mid = pipe.controlnet(noisy, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
