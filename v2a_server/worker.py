@@ -383,14 +383,15 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
 
     motion = motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
     energy = np.nan_to_num(motion.energy, nan=0.0, posinf=0.0)
-    event_frames = np.rint(motion.times_s * frames_fps).astype(int)
+    duration_s = float(request["duration_s"])
+    times = motion.times_s[motion.times_s <= duration_s]  # frames past the audio: no sound there
+    event_frames = np.rint(times * frames_fps).astype(int)
     peak = float(energy.max()) if energy.size else 0.0
     strengths = energy[event_frames] / peak if peak > 0 else np.zeros(len(event_frames))
-    duration_s = float(request["duration_s"])
     body["motion"] = {
         "fps": float(frames_fps),
         "energy": [float(v) for v in energy],
-        "times_s": [float(t) for t in motion.times_s],
+        "times_s": [float(t) for t in times],
         "strengths": [float(min(max(v, 0.0), 1.0)) for v in strengths],
     }
     takes = np.asarray(audio, dtype=np.float32)
@@ -409,7 +410,7 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
     for take, found in zip(takes, onsets):
         data = SyncPictureData(
             audio=take, sample_rate=sample_rate, motion_energy=energy, motion_fps=frames_fps,
-            motion_events_s=motion.times_s.tolist(), marker_times_s=body["onset_times_s"],
+            motion_events_s=body["motion"]["times_s"], marker_times_s=body["onset_times_s"],
             frame_rate=float(options["frame_rate"]), onset_envelope=found.envelope,
             onset_envelope_rate_hz=found.envelope_rate_hz,
             title=f"\u201c{request['caption'][:80]}\u201d \u2014 seed {body['seed']}")

@@ -319,7 +319,7 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
             "energy": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
                                                                         hi=1e6)),
             "times_s": Field("list", max_len=MAX_FRAME_COUNT,
-                             item=Field("float", lo=0.0, hi=MAX_DURATION_S * 2)),
+                             item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
             "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
                                                                            hi=1.0)),
         }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
