@@ -141,7 +141,8 @@ def remove_review_marker(scene, take, index: int) -> None:
                                            len(take.review_markers) - 1))
 
 
-def record_placed_take(take, body: dict, variation: int, onset_frames: list[tuple[float, float, int]],
+def record_placed_take(take, body: dict, variation: int,
+                       onset_frames: list[tuple[float, float, int]],
                        marker_names: dict[int, str]) -> None:
     """Fill a just placed take's review data from the server's result.
 

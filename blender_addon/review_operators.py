@@ -459,8 +459,8 @@ class SEQUENCER_OT_foley_regenerate_markers(bpy.types.Operator):
             return {"CANCELLED"}
         strip, _take = review.active_take(scene)
         try:
-            job = build_regenerate_job(context, scene, strip, take, self.use_preview_range,
-                                       self.new_seed)
+            range_s = preview_range_s(scene, take) if self.use_preview_range else None
+            job = build_regenerate_job(context, scene, strip, take, range_s, self.new_seed)
         except (ValueError, OSError, files.OutputFolderError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -473,12 +473,15 @@ class SEQUENCER_OT_foley_regenerate_markers(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def build_regenerate_job(context, scene, strip, take, preview_range: bool,
+def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, float] | None,
                          new_seed: bool) -> "jobs.Job":
     """A Generate job for the take's source strip and range, its markers as onset hints.
 
-    With ``preview_range`` only the part of the take inside the scene's preview range is
-    regenerated: the take's own audio travels as the inpaint source (protocol ``inpaint``).
+    Args:
+        range_s: (start, end) seconds from the take's first frame to regenerate, keeping the
+            rest of the take (its audio travels as the protocol's ``inpaint`` source); None
+            regenerates the whole take.
+        new_seed: draw a new seed instead of reusing the take's.
 
     Raises:
         ValueError: the source strip is gone, the range is empty, ...
@@ -504,8 +507,8 @@ def build_regenerate_job(context, scene, strip, take, preview_range: bool,
         "sampler": take.sampler or prefs.sampler, "variations": 1,
         "onset_hints_s": review.hint_times_s(scene, take),
     }
-    if preview_range:
-        settings["inpaint"] = inpaint_request(scene, take, first, end, fps)
+    if range_s is not None:
+        settings["inpaint"] = inpaint_request(take, range_s, (end - first) / fps)
     manager = jobs.manager()
     server = (prefs.server_address.strip(), prefs.server_public_key.strip())
     manager.ensure_client(*server)
@@ -524,19 +527,30 @@ def build_regenerate_job(context, scene, strip, take, preview_range: bool,
                     job_timeout_s=prefs.job_timeout_s)
 
 
-def inpaint_request(scene, take, first: int, end: int, fps: float) -> dict:
-    """``build_generate`` arguments regenerating the preview range inside the take."""
+def preview_range_s(scene, take) -> tuple[float, float]:
+    """The scene's preview range as (start, end) seconds from the take's first frame."""
     if not scene.use_preview_range:
         raise ValueError("Set a preview range (the part of the take to regenerate) first")
+    first, end = take.frame_start, take.frame_end
+    fps = review.scene_fps(scene)
     start_s = (max(scene.frame_preview_start, first) - first) / fps
     end_s = (min(scene.frame_preview_end + 1, end) - first) / fps  # the preview end is inclusive
     if not 0.0 <= start_s < end_s:
         raise ValueError(f"The preview range {scene.frame_preview_start}-"
                          f"{scene.frame_preview_end} does not overlap take {take.number} "
                          f"(frames {first}-{end - 1})")
+    return start_s, end_s
+
+
+def inpaint_request(take, range_s: tuple[float, float], duration_s: float) -> dict:
+    """``build_generate`` arguments regenerating ``range_s`` of a take lasting ``duration_s``."""
+    start_s, end_s = range_s
+    if not 0.0 <= start_s < end_s <= duration_s + 1e-6:
+        raise ValueError(f"Range {start_s:.3f}-{end_s:.3f} s is not inside take {take.number} "
+                         f"(0-{duration_s:.3f} s)")
     audio, rate = take_audio_for_inpaint(take)
     return {"inpaint_audio": audio, "inpaint_sample_rate": rate,
-            "inpaint_range_s": (start_s, end_s)}
+            "inpaint_range_s": (start_s, min(end_s, duration_s))}
 
 
 # ---- registration ---------------------------------------------------------------------------

@@ -775,9 +775,9 @@ def _check_review(body: dict[str, Any], claim, request_id: str) -> None:
     pictures = body.get("sync_pictures")
     if pictures is not None:
         if len(pictures["buffers"]) != takes:
-            raise ProtocolError("out_of_range", f"body.sync_pictures has {len(pictures['buffers'])} "
-                                f"buffers for {takes} audio take(s)", "body.sync_pictures.buffers",
-                                request_id)
+            raise ProtocolError("out_of_range", f"body.sync_pictures has "
+                                f"{len(pictures['buffers'])} buffers for {takes} audio take(s)",
+                                "body.sync_pictures.buffers", request_id)
         for i, index in enumerate(pictures["buffers"]):
             path = f"body.sync_pictures.buffers[{i}]"
             size = claim(index, path)
