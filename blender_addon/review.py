@@ -79,24 +79,34 @@ def marker_time_s(scene, take, item, marker=None) -> float:
     return marker.frame / scene_fps(scene) - take.start_time_s
 
 
+def review_row(scene, take, index: int, events_s: list[float] | None = None,
+               ) -> ReviewRow | None:
+    """The review line of ``take.review_markers[index]``; None when its marker was deleted.
+
+    Args:
+        events_s: the take's motion event times, sorted (computed when None).
+    """
+    item = take.review_markers[index]
+    marker = scene.timeline_markers.get(item.marker_name)
+    if marker is None:
+        return None
+    if events_s is None:
+        events_s = sorted(e.time_s for e in take.motion_events)
+    fps = scene_fps(scene)
+    time_s = marker_time_s(scene, take, item, marker)
+    offset = nearest_event_offset_s(time_s, events_s)
+    return ReviewRow(index, item.marker_name, marker.frame, time_s, item.probability,
+                     item.state, offset, offset_frames(offset, fps), is_flagged(offset, fps))
+
+
 def review_rows(scene, take) -> list[ReviewRow]:
     """The review list of ``take``: its markers in time order with offsets and flags.
 
     Markers deleted in the timeline are left out (their record stays until the next review).
     """
-    fps = scene_fps(scene)
-    markers = take_markers(scene, take)
     events = sorted(e.time_s for e in take.motion_events)
-    rows = []
-    for index, item in enumerate(take.review_markers):
-        marker = markers.get(item.marker_name)
-        if marker is None:
-            continue
-        time_s = marker_time_s(scene, take, item, marker)
-        offset = nearest_event_offset_s(time_s, events)
-        rows.append(ReviewRow(index, item.marker_name, marker.frame, time_s, item.probability,
-                              item.state, offset, offset_frames(offset, fps),
-                              is_flagged(offset, fps)))
+    rows = [row for index in range(len(take.review_markers))
+            if (row := review_row(scene, take, index, events)) is not None]
     rows.sort(key=lambda r: (r.frame, r.time_s, r.marker_name))
     return rows
 
@@ -133,7 +143,7 @@ def add_review_marker(scene, take, frame: int, time_s: float, probability: float
 def remove_review_marker(scene, take, index: int) -> None:
     """Remove the record ``index`` and its timeline marker."""
     item = take.review_markers[index]
-    marker = take_markers(scene, take).get(item.marker_name)
+    marker = scene.timeline_markers.get(item.marker_name)
     if marker is not None:
         scene.timeline_markers.remove(marker)
     take.review_markers.remove(index)

@@ -329,7 +329,7 @@ class SEQUENCER_OT_foley_marker_nudge(bpy.types.Operator):
         if index is None:
             return {"CANCELLED"}
         item = take.review_markers[index]
-        marker = review.take_markers(scene, take).get(item.marker_name)
+        marker = scene.timeline_markers.get(item.marker_name)
         if marker is None:
             self.report({"ERROR"}, f"Marker {item.marker_name!r} was deleted from the timeline")
             return {"CANCELLED"}

@@ -22,8 +22,7 @@ class SEQUENCER_UL_foley_review(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname,
                   index=0):
         scene = compat.vse_scene(context)
-        row_data = next((r for r in review.review_rows(scene, data)
-                         if r.marker_name == item.marker_name), None)
+        row_data = review.review_row(scene, data, index)
         row = layout.row(align=True)
         if row_data is None:
             row.label(text=f"{item.marker_name} (deleted)", icon="GHOST_DISABLED")

@@ -358,6 +358,10 @@ def test_regenerate_with_markers_sends_the_edited_markers_as_hints(generated, jo
     assert bpy.ops.sequencer.foley_marker_nudge(frames=1) == {"FINISHED"}  # 13 -> 14
     expected = [13 / 24, 24 / 24, 48 / 24]
 
+    folder = sound_file(sound).parent
+    squatter = folder / "Clip_take002_sync.png"  # someone's file where take 2's picture would go
+    squatter.write_bytes(b"not ours")
+
     assert bpy.ops.sequencer.foley_regenerate_markers() == {"FINISHED"}
     job = jobs.manager().jobs[-1]
     assert job.settings["onset_hints_s"] == pytest.approx(expected, abs=1e-5)
@@ -370,7 +374,9 @@ def test_regenerate_with_markers_sends_the_edited_markers_as_hints(generated, jo
     assert new.hinted and not take.hinted
     assert (new.number, new.seed, new.caption) == (2, take.seed, take.caption)
     assert (new.frame_start, new.frame_end) == (take.frame_start, take.frame_end)
-    assert Path(bpy.path.abspath(new.sync_picture)).is_file()
+    picture = Path(bpy.path.abspath(new.sync_picture))
+    assert picture == folder / "Clip_take002_sync.001.png" and png_size(picture) == (1280, 720)
+    assert squatter.read_bytes() == b"not ours"
     # The first take and its markers are untouched.
     assert [round(r.time_s, 5) for r in review_ops.review_rows(scene, take)] == \
         pytest.approx(expected, abs=1e-5)
