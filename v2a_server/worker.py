@@ -171,8 +171,16 @@ class ModelWorker(threading.Thread):
             body, buffers = build_result(output, job.body, steps_seen["steps"],
                                          float(self.pipe.latent_fps))
             t_review = time.monotonic()
-            add_review(body, buffers, job.body, inputs["frames"], inputs["frames_fps"],
-                       output.audio, int(output.sample_rate))
+            try:
+                add_review(body, buffers, job.body, inputs["frames"], inputs["frames_fps"],
+                           output.audio, int(output.sample_rate))
+            except Exception as exc:  # review data is extra: never lose the take over it
+                logger.exception("%s: sync review data failed", job.label)
+                for key in ("motion", "audio_onsets", "sync_pictures"):
+                    body.pop(key, None)
+                del buffers[len(body["audio"]["buffers"]):]
+                body["warnings"] = (body["warnings"] + [
+                    f"no sync review data: {type(exc).__name__}: {exc}"[:2000]])[-16:]
             t_end = time.monotonic()
             body["timings_s"]["review_s"] = t_end - t_review
             body["timings_s"].update({
