@@ -8,8 +8,11 @@ Data model (room for several takes per Foley strip, for later range regeneration
 * ``FoleyTake``: its id (``take_id``, unique in the scene, also the tag of its timeline
   markers), take number (per source strip; also in its file name), file, caption, negative
   caption, seed, sampler, steps, guidance, model, timeline range, the audio's start second on
-  the timeline, creation date, and the onsets (exact seconds + probability).
-* ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique.
+  the timeline, creation date, and the onsets (exact seconds + probability); for the sync
+  review (``review.py``) also the server's motion events and audio onsets, one record per
+  onset marker (exact seconds, probability, review state) and the sync picture's path.
+* ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique; the review
+  list filter and the audition window.
 
 Markers: ``scene.timeline_markers`` named ``<prefix><take_id>.<k>``; every marker of a take
 starts with ``take.marker_tag`` so a later regeneration can replace exactly its own.
