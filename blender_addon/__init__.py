@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("properties", "preferences", "operators", "ui", "jobs")
+_MODULES = ("properties", "preferences", "operators", "ui", "jobs", "review_operators",
+            "review_ui")
 
 
 def _submodules():

@@ -287,6 +287,8 @@ class JobManager:
                 start_time_s=job.snapshot.first / job.snapshot.scene_fps,
                 negative_caption=s["negative_caption"], seed=s["seed"], steps=s["steps"],
                 guidance=s["guidance"], sampler=s["sampler"], variations=s["variations"],
+                sync_picture_frame_rate=job.snapshot.scene_fps,
+                onset_hints_s=s.get("onset_hints_s"), **s.get("inpaint", {}),
                 timeout_s=job.job_timeout_s)
         except (ProtocolError, ValueError) as exc:
             self._end(job, "failed", f"The request was refused before sending: {exc}", "ERROR")
@@ -319,7 +321,7 @@ class JobManager:
             self._end(job, "failed", _error_message(event, self.client), "ERROR")
 
     def _place(self, job: Job, event) -> None:
-        from foley_protocol.client import result_audio_numpy
+        from foley_protocol.client import result_audio_numpy, result_sync_pictures
 
         job.state = "placing"
         t0 = time.perf_counter()
@@ -329,7 +331,8 @@ class JobManager:
         job.timings_s["roundtrip_s"] = job.result_at - job.sent_at
         try:
             audio = result_audio_numpy(event)
-            placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings)
+            placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings,
+                                                     result_sync_pictures(event))
         except placement.PlacementError as exc:
             self._end(job, "failed", f"{exc}; nothing was changed", "ERROR")
             return

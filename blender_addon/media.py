@@ -69,3 +69,45 @@ def wav_float32(audio: np.ndarray, sample_rate: int) -> bytes:
                      b"fmt ", struct.pack("<I", len(fmt)), fmt,
                      b"fact", struct.pack("<I", len(fact)), fact,
                      b"data", struct.pack("<I", len(data)), data])
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """Samples ([N] or [N, channels], float32) and rate of a PCM-16/24/32 or float32 WAV.
+
+    Enough for the takes this add-on writes (``wav_float32``) and common WAV files; Blender's
+    Python has no audio reader.
+
+    Raises:
+        ValueError: not a RIFF/WAVE file, or a format it does not read (the message says which).
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a WAV file (no RIFF/WAVE header)")
+    pos, fmt, samples = 12, None, None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if chunk == b"fmt ":
+            fmt = struct.unpack("<HHIIHH", body[:16])
+        elif chunk == b"data":
+            samples = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or samples is None:
+        raise ValueError("WAV file without a fmt or data chunk")
+    tag, channels, rate, _byte_rate, _align, bits = fmt
+    if tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: the sub-format decides; ours are PCM or float
+        tag = 3 if bits == 32 and b"\x03\x00\x00\x00\x10\x00" in data[:200] else 1
+    if tag == 3 and bits == 32:
+        audio = np.frombuffer(samples, dtype="<f4")
+    elif tag == 1 and bits == 16:
+        audio = np.frombuffer(samples, dtype="<i2").astype(np.float32) / 32768.0
+    elif tag == 1 and bits == 32:
+        audio = np.frombuffer(samples, dtype="<i4").astype(np.float32) / 2147483648.0
+    elif tag == 1 and bits == 24:
+        raw = np.frombuffer(samples[: len(samples) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
+        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8)
+                | (raw[:, 2].astype(np.int8).astype(np.int32) << 16))
+        audio = ints.astype(np.float32) / 8388608.0
+    else:
+        raise ValueError(f"WAV format tag {tag} with {bits} bits is not supported")
+    audio = audio[: len(audio) // channels * channels].astype(np.float32)
+    return (audio.reshape(-1, channels) if channels > 1 else audio), int(rate)

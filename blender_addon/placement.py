@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
-from . import compat, files, media, sync
+from . import compat, files, media, review, sync
 
 MAX_NAME_CHARS = 63  # Blender names (strips, markers) hold 63 bytes
 
@@ -86,7 +86,8 @@ def _occupied(sequence_editor) -> list[tuple[int, int, int]]:
 
 
 def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
-                settings: dict) -> tuple[list[PlacedTake], list[str]]:
+                settings: dict, pictures: list[bytes] | None = None,
+                ) -> tuple[list[PlacedTake], list[str]]:
     """Write and place one take per audio variation.
 
     Args:
@@ -94,6 +95,8 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
         result: the server's ``result`` body (sample rate, seed, onsets, model, ...).
         audio: one float32 [samples] array per variation, at ``result.audio.sample_rate``.
         settings: what was asked (caption, negative_caption, sampler, steps, guidance).
+        pictures: the result's sync pictures (PNG bytes, one per variation), written beside
+            each take's audio as ``<take file>_sync.png``.
     Returns:
         (the placed takes, warnings for the user).
     Raises:
@@ -198,10 +201,28 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             record.active_take = len(record.takes) - 1
 
             frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
+            marker_names = {}
             for k, frame in enumerate(frames, start=1):
                 marker = scene.timeline_markers.new(_clip(f"{marker_tag}{k}"), frame=frame)
                 marker.select = False
                 created_markers.append(marker)
+                marker_names[frame] = marker.name
+            review.record_placed_take(take, result, variation, [
+                (t, p, f) for t, p in onsets
+                for f in sync.onset_marker_frames([t], first, fps, end)], marker_names)
+            take.hinted = bool(settings.get("onset_hints_s"))
+            if pictures and variation < len(pictures):
+                stem = os.path.splitext(os.path.basename(path))[0]
+                picture, _n = files.write_new_file(
+                    snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
+                    else f"{stem}_sync.{n:03d}.png", 0, pictures[variation])
+                created_files.append(picture)
+                take.sync_picture = picture
+                if snapshot.relative_paths and bpy.data.filepath:
+                    try:
+                        take.sync_picture = bpy.path.relpath(picture)
+                    except ValueError:  # another drive on Windows: keep it absolute
+                        pass
             placed.append(PlacedTake(strip.name, take_id, number, path, track, frames))
         scene.foley.next_take_uid = uid
     except Exception as exc:

@@ -8,8 +8,11 @@ Data model (room for several takes per Foley strip, for later range regeneration
 * ``FoleyTake``: its id (``take_id``, unique in the scene, also the tag of its timeline
   markers), take number (per source strip; also in its file name), file, caption, negative
   caption, seed, sampler, steps, guidance, model, timeline range, the audio's start second on
-  the timeline, creation date, and the onsets (exact seconds + probability).
-* ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique.
+  the timeline, creation date, and the onsets (exact seconds + probability); for the sync
+  review (``review.py``) also the server's motion events and audio onsets, one record per
+  onset marker (exact seconds, probability, review state) and the sync picture's path.
+* ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique; the review
+  list filter and the audition window.
 
 Markers: ``scene.timeline_markers`` named ``<prefix><take_id>.<k>``; every marker of a take
 starts with ``take.marker_tag`` so a later regeneration can replace exactly its own.
@@ -21,6 +24,7 @@ import bpy
 from bpy.props import (
     BoolProperty,
     CollectionProperty,
+    EnumProperty,
     FloatProperty,
     IntProperty,
     PointerProperty,
@@ -38,6 +42,33 @@ class FoleyOnset(bpy.types.PropertyGroup):
                           unit="TIME_ABSOLUTE", min=0.0)
     probability: FloatProperty(name="Probability", description="Onset probability",
                                min=0.0, max=1.0)
+
+
+class FoleyEvent(bpy.types.PropertyGroup):
+    """A motion event of the picture or an audio onset of the take, as the server measured it."""
+
+    time_s: FloatProperty(name="Time", description="Seconds from the take's first frame",
+                          unit="TIME_ABSOLUTE")
+    strength: FloatProperty(name="Strength", min=0.0, max=1.0)
+
+
+REVIEW_STATES = (
+    ("UNREVIEWED", "Unreviewed", "Placed by the model, not reviewed yet"),
+    ("ACCEPTED", "Accepted", "The editor confirmed this onset"),
+    ("ADDED", "Added", "The editor added this onset"),
+)
+
+
+class FoleyReviewMarker(bpy.types.PropertyGroup):
+    """One onset marker of a take under review (the marker itself is a timeline marker)."""
+
+    marker_name: StringProperty(name="Marker", description="Name of the timeline marker")
+    frame: IntProperty(name="Frame", description="Marker frame when time_s was last set")
+    time_s: FloatProperty(name="Time", description="Exact seconds from the take's first frame "
+                          "(the marker's frame is rounded)", unit="TIME_ABSOLUTE")
+    probability: FloatProperty(name="Probability", description="Onset probability (model)",
+                               min=0.0, max=1.0)
+    state: EnumProperty(name="Review", items=REVIEW_STATES, default="UNREVIEWED")
 
 
 class FoleyTake(bpy.types.PropertyGroup):
@@ -65,6 +96,16 @@ class FoleyTake(bpy.types.PropertyGroup):
     marker_tag: StringProperty(name="Marker Tag",
                                description="Every timeline marker of this take starts with it")
     onsets: CollectionProperty(type=FoleyOnset)
+    # Sync review (review.py): the server's measurements and the editor's marker decisions.
+    motion_events: CollectionProperty(type=FoleyEvent)
+    audio_onsets: CollectionProperty(type=FoleyEvent)
+    review_markers: CollectionProperty(type=FoleyReviewMarker)
+    active_review_marker: IntProperty(name="Active Marker", min=0)
+    sync_picture: StringProperty(name="Sync Picture", subtype="FILE_PATH",
+                                 options=compat.BLEND_RELATIVE_PATH,
+                                 description="PNG beside the take's audio")
+    hinted: BoolProperty(name="Made With Hints",
+                         description="Generated from the edited markers of another take")
 
 
 class FoleyStripSettings(bpy.types.PropertyGroup):
@@ -84,9 +125,19 @@ class FoleySceneSettings(bpy.types.PropertyGroup):
 
     next_take_uid: IntProperty(name="Next Take ID", default=1, min=1,
                                description="Makes take ids (and marker tags) unique in the scene")
+    review_flagged_only: BoolProperty(
+        name="Flagged Only", description="List only onset markers more than one frame away "
+        "from the nearest motion event")
+    audition_before_s: FloatProperty(name="Before", default=0.5, min=0.0, max=10.0,
+                                     unit="TIME_ABSOLUTE",
+                                     description="Audition starts this long before the onset")
+    audition_after_s: FloatProperty(name="After", default=0.5, min=0.0, max=10.0,
+                                    unit="TIME_ABSOLUTE",
+                                    description="Audition stops this long after the onset")
 
 
-classes = (FoleyOnset, FoleyTake, FoleyStripSettings, FoleySceneSettings)
+classes = (FoleyOnset, FoleyEvent, FoleyReviewMarker, FoleyTake, FoleyStripSettings,
+           FoleySceneSettings)
 
 
 def register() -> None:

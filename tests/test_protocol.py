@@ -86,6 +86,22 @@ REPLIES = [
         "seed": 5, "steps": 2, "sampler": "dpmpp", "model_id": "tiny",
         "timings_s": {"denoise": 0.1}, "warnings": []}, parent="abc",
         buffers=[b"\x00\x00\x80\x3f" * 4, b"\x00" * 16]),
+    Message("result", {
+        "audio": {"encoding": "pcm_f32le", "sample_rate": 16000, "channels": 1, "samples": 4,
+                  "buffers": [0, 1]},
+        "duration_s": 0.00025, "start_time_s": 0.0,
+        "onset_times_s": [0.0], "onset_probabilities": [0.9],
+        "onset_curve": {"rate_hz": 25.0, "values": [0.9]},
+        "seed": 5, "steps": 2, "sampler": "dpmpp", "model_id": "tiny",
+        "timings_s": {}, "warnings": [],
+        "motion": {"fps": 25.0, "energy": [0.5, 0.5, 2.0, 0.1], "times_s": [0.08],
+                   "strengths": [1.0]},
+        "audio_onsets": [{"times_s": [0.0], "strengths": [1.0]},
+                         {"times_s": [], "strengths": []}],
+        "sync_pictures": {"encoding": "png", "width_px": 1280, "height_px": 720,
+                          "buffers": [2, 3]}}, parent="abc",
+        buffers=[b"\x00" * 16, b"\x00" * 16, b"\x89PNG\r\n\x1a\n take 1",
+                 b"\x89PNG\r\n\x1a\n take 2"]),
     Message("error", {"code": "busy", "message": "queue full", "field": None}, parent="abc"),
     Message("cancel_reply", {"request_id": "abc", "was": "running"}, parent="c1"),
     Message("pong", {"state": "ready", "queue_length": 0}, parent="p1"),
@@ -168,6 +184,73 @@ def test_result_audio_helpers():
 
     data, rate = sf.read(io.BytesIO(wav), dtype="float32")
     assert rate == 16000 and data.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def review_result(**overrides) -> Message:
+    """The sync-review result of ``REPLIES`` with some body fields replaced."""
+    base = REPLIES[3]
+    return Message("result", {**base.body, **overrides}, parent="abc",
+                   buffers=list(base.buffers))
+
+
+def test_generate_asks_for_sync_pictures_at_the_timeline_rate():
+    msg = build_generate(FRAMES_96, frame_shape=(4, 8, 8, 3), frames_fps=4.0, duration_s=1.0,
+                         caption="x", sync_picture_frame_rate=30 / 1.001)
+    assert decode(encode(msg)).body["sync_picture"] == {"frame_rate": 30 / 1.001}
+    assert "sync_picture" not in build_generate(FRAMES_96, frame_shape=(4, 8, 8, 3),
+                                                frames_fps=4.0, duration_s=1.0,
+                                                caption="x").body
+    bad = generate_header(sync_picture={"frame_rate": 0.0})
+    err = rejected(raw_frames(bad, FRAMES_96))
+    assert (err.code, err.field) == ("out_of_range", "body.sync_picture.frame_rate")
+
+
+def test_sync_pictures_come_back_as_png_bytes_per_take():
+    from foley_protocol.client import result_sync_pictures
+
+    got = decode(encode(REPLIES[3]), direction="reply")
+    event = type("E", (), {"body": got.body, "buffers": got.buffers})()
+    assert [p[:8] for p in result_sync_pictures(event)] == [b"\x89PNG\r\n\x1a\n"] * 2
+    event.body = REPLIES[2].body  # a result without review data
+    assert result_sync_pictures(event) == []
+
+
+PICTURES = {"encoding": "png", "width_px": 1280, "height_px": 720, "buffers": [2, 3]}
+
+
+@pytest.mark.parametrize("overrides, n_buffers, code, field", [
+    ({"audio_onsets": [{"times_s": [0.0], "strengths": [1.0]}]}, 4, "out_of_range",
+     "body.audio_onsets"),
+    ({"audio_onsets": [{"times_s": [0.0], "strengths": []}, {"times_s": [], "strengths": []}]},
+     4, "out_of_range", "body.audio_onsets[0].strengths"),
+    ({"motion": {"fps": 25.0, "energy": [], "times_s": [0.1], "strengths": []}}, 4,
+     "out_of_range", "body.motion.strengths"),
+    ({"motion": {"fps": 25.0, "energy": [-1.0], "times_s": [], "strengths": []}}, 4,
+     "out_of_range", "body.motion.energy[0]"),
+    ({"sync_pictures": {**PICTURES, "buffers": [2]}}, 3, "out_of_range",
+     "body.sync_pictures.buffers"),
+    ({"sync_pictures": {**PICTURES, "buffers": [2, 2]}}, 4, "bad_buffer",
+     "body.sync_pictures.buffers[1]"),
+    ({"sync_pictures": {**PICTURES, "encoding": "jpeg"}}, 4, "out_of_range",
+     "body.sync_pictures.encoding"),
+    ({"sync_pictures": {**PICTURES, "buffers": [2, 7]}}, 4, "bad_buffer",
+     "body.sync_pictures.buffers[1]"),
+])
+def test_bad_review_fields_are_rejected(overrides, n_buffers, code, field):
+    base = REPLIES[3]
+    header = {"v": PROTOCOL_VERSION, "type": "result", "id": "r1", "parent": "abc",
+              "body": {**base.body, **overrides}}
+    err = rejected(raw_frames(header, *[bytes(b) for b in base.buffers[:n_buffers]]),
+                   direction="reply")
+    assert (err.code, err.field) == (code, field)
+
+
+def test_unreferenced_sync_picture_buffer_is_rejected():
+    base = REPLIES[3]
+    body = {k: v for k, v in base.body.items() if k != "sync_pictures"}
+    header = {"v": PROTOCOL_VERSION, "type": "result", "id": "r1", "parent": "abc", "body": body}
+    err = rejected(raw_frames(header, *[bytes(b) for b in base.buffers]), direction="reply")
+    assert (err.code, err.field) == ("bad_buffer", "buffers[2]")
 
 
 def test_package_imports_without_numpy_or_torch():

@@ -210,6 +210,66 @@ def test_inpaint_and_onset_hints(client):
     assert not np.allclose(audio[19500:22000], 0.25, atol=1e-2)  # regenerated
 
 
+def moving_square_frames(n: int, side: int, jumps: tuple[int, ...]) -> np.ndarray:
+    """A textured square that stands still except for one big jump into each frame in ``jumps``."""
+    rng = np.random.default_rng(3)
+    texture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    frames = np.full((n, side, side, 3), 40, np.uint8)
+    x = 4
+    for i in range(n):
+        if i in jumps:
+            x = 40 if x == 4 else 4
+        frames[i, 20:36, x:x + 16] = texture
+    return frames
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_result_carries_motion_events_audio_onsets_and_sync_pictures(client):
+    from foley_protocol.client import result_sync_pictures
+    from v2a_server.metrics import detect_onsets_waveform, motion_events
+    from v2a_server.sync_picture import HEIGHT_PX, WIDTH_PX
+
+    fps, jumps = 8.0, (8, 16)
+    frames = moving_square_frames(24, 64, jumps)
+    result = client.generate_blocking(frames, frames_fps=fps, duration_s=3.0, caption="knocks",
+                                      seed=5, steps=1, guidance=1.0, variations=2,
+                                      sync_picture_frame_rate=25.0, timeout_s=JOB_TIMEOUT_S)
+    body = result.body
+    motion = body["motion"]
+    expected = motion_events(frames, fps)  # the frames as sent: the same code as AV-Align
+    assert motion["fps"] == fps
+    assert motion["times_s"] == pytest.approx(expected.times_s.tolist())
+    assert motion["times_s"] == pytest.approx([j / fps for j in jumps])
+    assert np.allclose(motion["energy"], expected.energy, rtol=1e-6, atol=1e-9)
+    assert len(motion["strengths"]) == 2 and max(motion["strengths"]) == pytest.approx(1.0)
+
+    audio = result_audio_numpy(result)
+    assert len(body["audio_onsets"]) == 2
+    for take, onsets in zip(audio, body["audio_onsets"]):
+        assert onsets["times_s"] == pytest.approx(detect_onsets_waveform(take, SAMPLE_RATE)
+                                                  .tolist())
+        assert len(onsets["strengths"]) == len(onsets["times_s"])
+        assert all(0.0 <= v <= 1.0 for v in onsets["strengths"])
+
+    pictures = result_sync_pictures(result)
+    assert body["sync_pictures"]["width_px"] == WIDTH_PX
+    assert [png_size(p) for p in pictures] == [(WIDTH_PX, HEIGHT_PX)] * 2
+    assert pictures[0] != pictures[1]  # each take draws its own waveform
+    assert body["timings_s"]["review_s"] > 0
+
+
+def test_no_sync_picture_unless_asked(client):
+    result = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert "sync_pictures" not in result.body and len(result.buffers) == 1
+    assert result.body["motion"]["times_s"] == []  # two frames have no peak
+    assert len(result.body["audio_onsets"]) == 1
+
+
 def test_bad_jpeg_is_reported_as_bad_media(client):
     with pytest.raises(RequestFailed) as info:
         client.generate_blocking([b"\xff\xd8\xff not really a jpeg"], frame_encoding="jpeg",

@@ -87,14 +87,22 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _onsets_22k(y: np.ndarray, length_s: float | None) -> np.ndarray:
-    """Onset times (s) of a mono float32 waveform already at 22,050 Hz (the authors' steps)."""
+def _onset_frames_22k(y: np.ndarray, length_s: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(onset strength envelope, onset frame indices) of a mono waveform at 22,050 Hz."""
     import librosa
 
     if length_s:
         y = y[: int(length_s * ONSET_SAMPLE_RATE)]
     onset_env = librosa.onset.onset_strength(y=y, sr=ONSET_SAMPLE_RATE)
     onset_frames = librosa.onset.onset_detect(onset_envelope=onset_env, sr=ONSET_SAMPLE_RATE)
+    return onset_env, np.asarray(onset_frames, dtype=np.int64)
+
+
+def _onsets_22k(y: np.ndarray, length_s: float | None) -> np.ndarray:
+    """Onset times (s) of a mono float32 waveform already at 22,050 Hz (the authors' steps)."""
+    import librosa
+
+    _env, onset_frames = _onset_frames_22k(y, length_s)
     return np.asarray(librosa.frames_to_time(onset_frames, sr=ONSET_SAMPLE_RATE), dtype=np.float64)
 
 
@@ -144,6 +152,39 @@ def detect_onsets_waveform(
         ``[K]`` float64 onset times in seconds, ascending.
     """
     return _onsets_22k(_resample_like_load(waveform, sample_rate), length_s)
+
+
+class AudioOnsets(NamedTuple):
+    """Audio onsets of a waveform with their strengths and the strength envelope.
+
+    Attributes:
+        times_s: ``[K]`` onset times (s), exactly ``detect_onsets_waveform``'s.
+        strengths: ``[K]`` envelope value at each onset divided by the envelope's maximum (0..1).
+        envelope: ``[F]`` librosa onset strength, one value per ``1 / envelope_rate_hz`` s.
+        envelope_rate_hz: frames per second of ``envelope`` (22,050 / 512).
+    """
+
+    times_s: np.ndarray
+    strengths: np.ndarray
+    envelope: np.ndarray
+    envelope_rate_hz: float
+
+
+def audio_onsets_waveform(waveform: np.ndarray, sample_rate: float) -> AudioOnsets:
+    """``detect_onsets_waveform`` plus each onset's strength and the strength envelope.
+
+    Same steps as the metrics (``librosa.load``-like resampling, ``onset_detect`` defaults), so
+    the times are the ones AA-Align and AV-Align score.
+    """
+    import librosa
+
+    env, onset_frames = _onset_frames_22k(_resample_like_load(waveform, sample_rate), None)
+    env = np.asarray(env, dtype=np.float64)
+    peak = float(env.max()) if env.size else 0.0
+    strengths = env[onset_frames] / peak if peak > 0 else np.zeros(len(onset_frames))
+    times = np.asarray(librosa.frames_to_time(onset_frames, sr=ONSET_SAMPLE_RATE), np.float64)
+    hop_length = 512  # librosa.onset.onset_strength's default
+    return AudioOnsets(times, np.clip(strengths, 0.0, 1.0), env, ONSET_SAMPLE_RATE / hop_length)
 
 
 def load_container_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:

@@ -170,7 +170,19 @@ class ModelWorker(threading.Thread):
                                                   steps_seen["steps"], 0.0, t_enc - job.started_at)))
             body, buffers = build_result(output, job.body, steps_seen["steps"],
                                          float(self.pipe.latent_fps))
+            t_review = time.monotonic()
+            try:
+                add_review(body, buffers, job.body, inputs["frames"], inputs["frames_fps"],
+                           output.audio, int(output.sample_rate))
+            except Exception as exc:  # review data is extra: never lose the take over it
+                logger.exception("%s: sync review data failed", job.label)
+                for key in ("motion", "audio_onsets", "sync_pictures"):
+                    body.pop(key, None)
+                del buffers[len(body["audio"]["buffers"]):]
+                body["warnings"] = (body["warnings"] + [
+                    f"no sync review data: {type(exc).__name__}: {exc}"[:2000]])[-16:]
             t_end = time.monotonic()
+            body["timings_s"]["review_s"] = t_end - t_review
             body["timings_s"].update({
                 "queue_s": job.started_at - job.accepted_at,
                 "prepare_s": t_pipe - t_prep,
@@ -361,3 +373,55 @@ def build_result(output: Any, request: dict[str, Any], steps: int,
         "warnings": [str(w)[:2000] for w in list(getattr(output, "warnings", []))[:16]],
     }
     return body, buffers
+
+
+# ---- sync review: motion events, audio onsets, sync pictures ----------------------------
+
+
+def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any],
+               frames: np.ndarray, frames_fps: float, audio: Any, sample_rate: int) -> None:
+    """Add the sync review data to a result body (in place).
+
+    ``motion``: the visual motion events of the frames received, computed as AV-Align does
+    (``metrics.motion_events``); ``audio_onsets``: the librosa onsets of each generated take
+    (as AA-Align detects them); with ``request.sync_picture`` also one PNG per take
+    (``sync_picture.draw_sync_picture``), appended to ``buffers``.
+    """
+    from v2a_server.metrics import audio_onsets_waveform, motion_events
+
+    motion = motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
+    energy = np.nan_to_num(motion.energy, nan=0.0, posinf=0.0)
+    duration_s = float(request["duration_s"])
+    times = motion.times_s[motion.times_s <= duration_s]  # frames past the audio: no sound there
+    event_frames = np.rint(times * frames_fps).astype(int)
+    peak = float(energy.max()) if energy.size else 0.0
+    strengths = energy[event_frames] / peak if peak > 0 else np.zeros(len(event_frames))
+    body["motion"] = {
+        "fps": float(frames_fps),
+        "energy": [float(v) for v in energy],
+        "times_s": [float(t) for t in times],
+        "strengths": [float(min(max(v, 0.0), 1.0)) for v in strengths],
+    }
+    takes = np.asarray(audio, dtype=np.float32)
+    if takes.ndim == 1:
+        takes = takes[None]
+    onsets = [audio_onsets_waveform(take, sample_rate) for take in takes]
+    body["audio_onsets"] = [
+        {"times_s": [min(float(t), duration_s) for t in found.times_s],
+         "strengths": [float(v) for v in found.strengths]} for found in onsets]
+    options = request.get("sync_picture")
+    if not options:
+        return
+    from v2a_server.sync_picture import HEIGHT_PX, WIDTH_PX, SyncPictureData, draw_sync_picture
+
+    first_buffer = len(buffers)
+    for take, found in zip(takes, onsets):
+        data = SyncPictureData(
+            audio=take, sample_rate=sample_rate, motion_energy=energy, motion_fps=frames_fps,
+            motion_events_s=body["motion"]["times_s"], marker_times_s=body["onset_times_s"],
+            frame_rate=float(options["frame_rate"]), onset_envelope=found.envelope,
+            onset_envelope_rate_hz=found.envelope_rate_hz,
+            title=f"\u201c{request['caption'][:80]}\u201d \u2014 seed {body['seed']}")
+        buffers.append(draw_sync_picture(data))
+    body["sync_pictures"] = {"encoding": "png", "width_px": WIDTH_PX, "height_px": HEIGHT_PX,
+                             "buffers": list(range(first_buffer, len(buffers)))}

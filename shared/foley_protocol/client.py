@@ -142,6 +142,7 @@ def build_generate(
     inpaint_sample_rate: int | None = None,
     inpaint_range_s: tuple[float, float] | None = None,
     audio_format: str = "pcm_f32le",
+    sync_picture_frame_rate: float | None = None,
 ) -> Message:
     """The ``generate`` request (validated by ``encode`` when sent).
 
@@ -163,6 +164,8 @@ def build_generate(
             first frame, to keep outside ``inpaint_range_s`` = (start_s, end_s).
         inpaint_sample_rate: sample rate of ``inpaint_audio``.
         audio_format: "pcm_f32le" (default; no decoder needed) or "flac".
+        sync_picture_frame_rate: ask for one PNG sync picture per take, flagging onsets more
+            than one frame of this timeline rate (frames/s) from the nearest motion event.
     """
     buffers: list[Any] = []
     if frame_encoding == "rgb24":
@@ -191,6 +194,8 @@ def build_generate(
     }
     if onset_hints_s is not None:
         body["onset_hints_s"] = [float(t) for t in onset_hints_s]
+    if sync_picture_frame_rate is not None:
+        body["sync_picture"] = {"frame_rate": float(sync_picture_frame_rate)}
     if inpaint_audio is not None:
         if inpaint_range_s is None or inpaint_sample_rate is None:
             raise ValueError("inpaint_audio needs inpaint_range_s and inpaint_sample_rate")
@@ -570,6 +575,14 @@ def result_audio_numpy(event: Event) -> list[Any]:
             array = array.reshape(-1, audio["channels"])
         arrays.append(array)
     return arrays
+
+
+def result_sync_pictures(event: Event) -> list[bytes]:
+    """The result's sync pictures (PNG bytes, one per take); [] when none were asked for."""
+    pictures = event.body.get("sync_pictures")
+    if not pictures:
+        return []
+    return [bytes(event.buffers[index]) for index in pictures["buffers"]]
 
 
 def wav_bytes(pcm_f32le: Any, sample_rate: int, channels: int = 1) -> bytes:

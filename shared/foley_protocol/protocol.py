@@ -91,6 +91,9 @@ MAX_TEXT_CHARS = 2000  # free text in replies (error messages, server names)
 MAX_MAP_ENTRIES = 64  # free-form maps (timings_s, limits)
 MAX_LIST_FLOATS = 60000  # onset curves etc. in replies
 MAX_ID_CHARS = 64
+MAX_PICTURE_BYTES = 8 * MiB  # one sync picture (PNG) in a result
+MAX_PICTURE_SIDE_PX = 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The largest single ZeroMQ frame a server accepts (ZMQ_MAXMSGSIZE is per frame).
 MAX_FRAME_BYTES = max(MAX_RAW_FRAMES_BYTES, MAX_AUDIO_BUFFER_BYTES, MAX_HEADER_BYTES) + 4096
@@ -255,6 +258,10 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
             "end_s": Field("float", lo=0.0, hi=MAX_DURATION_S),
         }),
         "audio_format": Field("str", required=False, choices=AUDIO_ENCODINGS),
+        "sync_picture": Field("object", required=False, nullable=True, fields={
+            "frame_rate": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
+                                doc="the caller's timeline rate: offsets > 1 frame are flagged"),
+        }, doc="ask for one PNG sync picture per take in the result"),
     },
     "cancel": {"request_id": Field("id")},
     "ping": {},
@@ -306,6 +313,29 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "model_id": Field("str", max_len=MAX_TEXT_CHARS),
         "timings_s": Field("num_map"),
         "warnings": Field("list", max_len=16, item=Field("str", max_len=MAX_TEXT_CHARS)),
+        # Sync review (optional: servers before it did not send them).
+        "motion": Field("object", required=False, fields={
+            "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
+            "energy": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                        hi=1e6)),
+            "times_s": Field("list", max_len=MAX_FRAME_COUNT,
+                             item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+            "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                           hi=1.0)),
+        }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
+        "audio_onsets": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
+            "object", fields={
+                "times_s": Field("list", max_len=MAX_LIST_FLOATS,
+                                 item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+                "strengths": Field("list", max_len=MAX_LIST_FLOATS,
+                                   item=Field("float", lo=0.0, hi=1.0)),
+            }), doc="librosa onsets of each generated take (AA-Align's), one entry per take"),
+        "sync_pictures": Field("object", required=False, fields={
+            "encoding": Field("str", choices=("png",)),
+            "width_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+            "height_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+            "buffers": Field("list", min_len=1, max_len=MAX_VARIATIONS, item=_BUFFER_INDEX),
+        }, doc="one PNG per take, when the request asked for sync_picture"),
     },
     "error": {
         "code": Field("str", choices=tuple(ERROR_CODES)),
@@ -715,11 +745,45 @@ def _validate_buffers(mtype: str, body: dict[str, Any], sizes: Sequence[int],
                 if size != expected:
                     raise ProtocolError("bad_buffer", f"audio buffer {index} is {size} bytes; "
                                         f"samples*channels*4 = {expected}", path, request_id)
+        _check_review(body, claim, request_id)
     for index in range(len(sizes)):
         if index not in refs:
             raise ProtocolError("bad_buffer", f"buffer {index} (frame {index + 2}) is not "
                                 f"referenced by any field; a {mtype} message carries "
                                 f"{len(refs)} buffer(s)", f"buffers[{index}]", request_id)
+
+
+def _check_review(body: dict[str, Any], claim, request_id: str) -> None:
+    """The optional sync review fields of a result: one entry / picture per audio take."""
+    takes = len(body["audio"]["buffers"])
+    motion = body.get("motion")
+    if motion is not None and len(motion["strengths"]) != len(motion["times_s"]):
+        raise ProtocolError("out_of_range", f"body.motion has {len(motion['times_s'])} times but "
+                            f"{len(motion['strengths'])} strengths", "body.motion.strengths",
+                            request_id)
+    onsets = body.get("audio_onsets")
+    if onsets is not None:
+        if len(onsets) != takes:
+            raise ProtocolError("out_of_range", f"body.audio_onsets has {len(onsets)} entries for "
+                                f"{takes} audio take(s)", "body.audio_onsets", request_id)
+        for i, entry in enumerate(onsets):
+            if len(entry["strengths"]) != len(entry["times_s"]):
+                raise ProtocolError("out_of_range", f"body.audio_onsets[{i}] has "
+                                    f"{len(entry['times_s'])} times but "
+                                    f"{len(entry['strengths'])} strengths",
+                                    f"body.audio_onsets[{i}].strengths", request_id)
+    pictures = body.get("sync_pictures")
+    if pictures is not None:
+        if len(pictures["buffers"]) != takes:
+            raise ProtocolError("out_of_range", f"body.sync_pictures has "
+                                f"{len(pictures['buffers'])} buffers for {takes} audio take(s)",
+                                "body.sync_pictures.buffers", request_id)
+        for i, index in enumerate(pictures["buffers"]):
+            path = f"body.sync_pictures.buffers[{i}]"
+            size = claim(index, path)
+            if size > MAX_PICTURE_BYTES:
+                raise ProtocolError("too_large", f"sync picture {i} is {size} bytes; the limit "
+                                    f"is {MAX_PICTURE_BYTES}", path, request_id)
 
 
 def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> None:

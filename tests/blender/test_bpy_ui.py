@@ -56,3 +56,19 @@ def test_job_status_texts(addon):
     job.progress = {"stage": "queued", "queue_position": 2}
     assert job.status() == (0.0, "queued, position 2")
     assert snapshot.duration_s == 4.0
+
+
+def test_review_panel_and_operators_are_registered(addon):
+    for name in ("foley_onset_next", "foley_onset_previous", "foley_onset_audition",
+                 "foley_marker_accept", "foley_marker_reject", "foley_marker_nudge",
+                 "foley_marker_add", "foley_sync_picture_show", "foley_regenerate_markers"):
+        assert hasattr(bpy.ops.sequencer, name), name
+    assert bpy.ops.sequencer.foley_onset_next.get_rna_type().name == "Next Foley Onset"
+    assert bpy.ops.sequencer.foley_regenerate_markers.get_rna_type().name == \
+        "Regenerate with Markers"
+    panel = bpy.types.SEQUENCER_PT_foley_review
+    assert panel.bl_parent_id == "SEQUENCER_PT_foley" and panel.bl_category == "Foley"
+    take_props = addon_module("properties").FoleyTake.bl_rna.properties.keys()
+    for key in ("motion_events", "audio_onsets", "review_markers", "active_review_marker",
+                "sync_picture", "hinted"):
+        assert key in take_props, key

@@ -237,3 +237,42 @@ def test_write_new_file_without_hard_links(tmp_path, monkeypatch):
 def test_write_new_file_creates_the_folder(tmp_path):
     path, n = files.write_new_file(str(tmp_path / "a" / "b"), _names, 5, b"x")
     assert n == 5 and path.endswith("Clip_take005.wav")
+
+
+# ---- sync review (foley_protocol.review) and WAV reading ------------------------------------
+
+
+def test_offsets_are_to_the_nearest_motion_event():
+    from foley_protocol.review import nearest_event_offset_s, offsets_s
+
+    assert offsets_s([0.9, 1.04, 1.6, 3.0], [2.0, 1.0]) == pytest.approx([-0.1, 0.04, -0.4, 1.0])
+    assert nearest_event_offset_s(1.5, [1.0, 2.0]) == 0.5  # a tie goes to the earlier event
+    assert offsets_s([1.0], []) == [None]
+
+
+@pytest.mark.parametrize("frames, flagged", [(0.0, False), (0.99, False), (1.0, False),
+                                             (-1.0, False), (1.01, True), (-2.0, True)])
+def test_flags_only_beyond_one_frame(frames, flagged):
+    from foley_protocol.review import is_flagged, offset_frames
+
+    fps = 30 / 1.001
+    offset_s = float(np.float32(frames / fps))  # as stored in the .blend (float32)
+    assert offset_frames(offset_s, fps) == pytest.approx(frames, abs=1e-5)
+    assert is_flagged(offset_s, fps) is flagged
+    assert is_flagged(None, fps) is False  # no motion event: nothing to be out of sync with
+
+
+def test_read_wav_float_and_pcm(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    audio = np.sin(np.linspace(0, 40, 4800)).astype(np.float32) * 0.5
+    got, rate = media.read_wav(media.wav_float32(audio, 48000))
+    assert rate == 48000 and np.array_equal(got, audio)
+    for subtype, tolerance in (("PCM_16", 1e-4), ("PCM_24", 1e-6), ("PCM_32", 1e-8)):
+        path = tmp_path / f"{subtype}.wav"
+        stereo = np.stack([audio, -audio], axis=1)
+        sf.write(str(path), stereo, 44100, subtype=subtype)
+        got, rate = media.read_wav(path.read_bytes())
+        assert rate == 44100 and got.shape == stereo.shape
+        assert np.allclose(got, stereo, atol=tolerance)
+    with pytest.raises(ValueError, match="not a WAV"):
+        media.read_wav(b"OggS" + b"\0" * 40)

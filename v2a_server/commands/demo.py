@@ -196,73 +196,32 @@ def wait_for_server(server, log_path: Path) -> None:
         time.sleep(0.2)
 
 
-def motion_curve(video: str, start_s: float, duration_s: float) -> tuple[list, list]:
-    """Mean absolute frame difference per video frame over ``[start_s, start_s + duration_s)``."""
-    import av
-    import numpy as np
-
-    times, values, previous = [], [], None
-    with av.open(video) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else len(times) / 25.0
-            if t < start_s - 1e-6:
-                continue
-            if t >= start_s + duration_s:
-                break
-            image = frame.to_ndarray(format="gray").astype(np.float32)
-            values.append(0.0 if previous is None else float(np.abs(image - previous).mean()))
-            times.append(t - start_s)
-            previous = image
-    return times, values
-
-
 def draw_sync_picture(result: dict, path: Path) -> None:
-    """Motion (top), the generated audio (middle), onsets/markers on both, one time axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The take's sync picture (``v2a_server.sync_picture``, the one the server draws too)."""
     import numpy as np
     import soundfile
 
+    from v2a_server.metrics import audio_onsets_waveform, video_motion_events
+    from v2a_server.sync_picture import SyncPictureData
+    from v2a_server.sync_picture import draw_sync_picture as draw
+
     take = result["take"]
     audio, rate = soundfile.read(result["files"]["wav"], dtype="float32", always_2d=False)
-    t_audio = np.arange(len(audio)) / rate
-    m_times, m_values = motion_curve(result["clip"]["path"], result["source_offset_s"],
-                                     take["duration_s"])
-    fig, axes = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True,
-                             gridspec_kw={"height_ratios": [1, 1.3, 0.6]})
-    axes[0].plot(m_times, m_values, color="tab:blue", lw=1)
-    axes[0].set_ylabel("motion\n(frame diff)")
-    axes[1].plot(t_audio, audio, color="tab:gray", lw=0.4)
-    hop = max(1, rate // 100)
-    envelope = np.sqrt(np.convolve(audio ** 2, np.ones(hop) / hop, mode="same"))
-    axes[1].plot(t_audio, envelope, color="tab:orange", lw=1)
-    axes[1].set_ylabel(f"Foley\n({rate} Hz)")
-    onsets = [o["time_s"] for o in take["onsets"]]
+    offset_s, duration_s = result["source_offset_s"], take["duration_s"]
+    motion = video_motion_events(result["clip"]["path"])
+    first = int(round(offset_s * motion.fps))
+    count = int(round(duration_s * motion.fps))
+    events = [t - offset_s for t in motion.times_s if 0.0 <= t - offset_s < duration_s]
+    onsets = audio_onsets_waveform(audio, rate)
     markers = [(f - take["frame_start"]) / result["scene_fps"] for f in result["marker_frames"]]
-    for ax in axes[:2]:
-        for t in onsets:
-            ax.axvline(t, color="tab:red", lw=0.8, alpha=0.6)
-    axes[2].vlines(onsets, 0.5, 1.0, color="tab:red", label="onsets (s)")
-    axes[2].vlines(markers, 0.0, 0.5, color="tab:green", label="markers (frames)")
-    events = result["clip"].get("events_s")
-    if events:
-        visible = [t - result["source_offset_s"] for t in events]
-        for ax in axes[:2]:
-            for t in visible:
-                ax.axvline(t, color="black", lw=0.8, ls=":")
-        axes[2].plot([], [], color="black", ls=":", label="true impacts (synthetic)")
-    axes[2].set_yticks([])
-    axes[2].legend(loc="upper right", fontsize=8, ncol=3)
-    axes[2].set_xlabel(f"seconds from the strip's first frame (timeline frame "
-                       f"{take['frame_start']} at {result['scene_fps']:.3f} fps)")
-    axes[0].set_title(f"{result['strip']}: \u201c{take['caption']}\u201d \u2014 model "
-                      f"{take['model_id']}, seed {take['seed']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    truth = [t - offset_s for t in (result["clip"].get("events_s") or [])]
+    draw(SyncPictureData(
+        audio=audio, sample_rate=rate, motion_energy=np.asarray(motion.energy[first:first + count]),
+        motion_fps=motion.fps, motion_events_s=events, marker_times_s=markers,
+        frame_rate=result["scene_fps"], onset_envelope=onsets.envelope,
+        onset_envelope_rate_hz=onsets.envelope_rate_hz, reference_events_s=truth,
+        title=f"{result['strip']}: \u201c{take['caption']}\u201d \u2014 model "
+              f"{take['model_id']}, seed {take['seed']}"), path)
 
 
 # ---- Blender side (run by the bpy Python; standard library + bpy + the add-on only) ------
