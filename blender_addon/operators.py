@@ -66,7 +66,7 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
             "negative_caption": prefs.negative_caption,
             "seed": None if self.seed < 0 else self.seed,
             "steps": steps or None,
-            "guidance": prefs.guidance,
+            "guidance": prefs.guidance if prefs.guidance >= 1.0 else None,  # 0: model default
             "sampler": prefs.sampler,
             "variations": self.variations or prefs.variations,
         }

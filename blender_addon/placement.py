@@ -184,7 +184,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             take.seed = str(result["seed"])
             take.sampler = result.get("sampler", settings["sampler"])
             take.steps = int(result.get("steps", 0))
-            take.guidance = float(settings["guidance"])
+            take.guidance = float(result.get("guidance") or settings["guidance"] or 0.0)
             take.model_id = result.get("model_id", "")
             take.variation = variation
             take.frame_start = plan.frame_start

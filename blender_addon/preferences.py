@@ -36,8 +36,9 @@ class FoleyPreferences(bpy.types.AddonPreferences):
     steps: IntProperty(name="Steps", default=0, min=0, max=1000,
                        description="Default denoising steps per 10.24 s window (0: the model's "
                        "default)")
-    guidance: FloatProperty(name="Guidance", default=3.0, min=1.0, max=30.0,
-                            description="Default classifier-free guidance (1 = off, faster)")
+    guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0,
+                            description="Default classifier-free guidance (0: the model's own "
+                            "tuned default; 1 = off, faster)")
     variations: IntProperty(name="Variations", default=1, min=1, max=4,
                             description="Takes generated per strip in one job")
     negative_caption: StringProperty(name="Negative Caption", default=DEFAULT_NEGATIVE_CAPTION,

@@ -503,7 +503,7 @@ def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, floa
     settings = {
         "caption": take.caption, "negative_caption": take.negative_caption,
         "seed": None if new_seed or not take.seed.isdigit() else int(take.seed),
-        "steps": take.steps or None, "guidance": take.guidance or prefs.guidance,
+        "steps": take.steps or None, "guidance": take.guidance if take.guidance >= 1.0 else None,
         "sampler": take.sampler or prefs.sampler, "variations": 1,
         "onset_hints_s": review.hint_times_s(scene, take),
     }

@@ -254,6 +254,29 @@ def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
     np.testing.assert_array_equal(run(copy).audio, run(tiny_pipeline).audio)
 
 
+def test_a_model_folder_carries_its_own_sampling_defaults(tiny_pipeline, tmp_path):
+    from v2a_server.model_store import load_pipeline
+
+    assert tiny_pipeline.config.default_guidance_scale == 3.0
+    assert tiny_pipeline.config.default_controlnet_scale == 1.0
+    tiny_pipeline.save_pretrained(str(tmp_path / "tuned"))
+    index = tmp_path / "tuned" / "model_index.json"
+    data = json.loads(index.read_text())
+    data.update(default_guidance_scale=1.0, default_controlnet_scale=1.7)
+    index.write_text(json.dumps(data))
+    tuned = load_pipeline(tmp_path / "tuned")
+    assert (tuned.config.default_guidance_scale, tuned.config.default_controlnet_scale) == (1.0, 1.7)
+    # None means "the model's defaults": the same audio as asking for them explicitly.
+    by_default = run(tuned)
+    np.testing.assert_array_equal(by_default.audio, run(tuned, guidance_scale=1.0, controlnet_conditioning_scale=1.7).audio)
+    assert by_default.guidance_scale == 1.0
+    # ... and not the audio of the class defaults (the ControlNet is made non-zero so its scale matters).
+    torch.manual_seed(0)
+    for p in tuned.controlnet.parameters():
+        p.data.normal_(0, 0.05)
+    assert not np.array_equal(run(tuned).audio, run(tuned, guidance_scale=3.0, controlnet_conditioning_scale=1.0).audio)
+
+
 def test_ablation_switches_global_path_off_and_video_off(tiny_pipeline):
     from v2a_server.configs import build_pipeline, get_config
 

@@ -367,6 +367,7 @@ def build_result(output: Any, request: dict[str, Any], steps: int,
         "seed": int(output.seed),
         "steps": int(steps),
         "sampler": str(request.get("sampler", "dpmpp")),
+        "guidance": float(getattr(output, "guidance_scale", request.get("guidance") or 0.0)),
         "model_id": "",
         "timings_s": {str(k)[:64]: float(v) for k, v in dict(output.timings_s).items()
                       if isinstance(v, (int, float)) and math.isfinite(v)},

@@ -310,6 +310,8 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "seed": Field("int", lo=0, hi=MAX_SEED),
         "steps": Field("int", lo=0, hi=MAX_STEPS),
         "sampler": Field("str", max_len=32),
+        "guidance": Field("float", required=False, lo=0.0, hi=MAX_GUIDANCE,
+                          doc="CFG scale used (the model's default when the request had none)"),
         "model_id": Field("str", max_len=MAX_TEXT_CHARS),
         "timings_s": Field("num_map"),
         "warnings": Field("list", max_len=16, item=Field("str", max_len=MAX_TEXT_CHARS)),

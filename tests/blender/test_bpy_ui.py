@@ -21,7 +21,7 @@ def test_preferences_defaults(addon, bpy_module):
     negative = rna["negative_caption"].default
     assert "speech" in negative and "music" in negative
     assert rna["sampler"].default == "dpmpp" and rna["variations"].default == 1
-    assert rna["guidance"].default == 3.0 and rna["marker_prefix"].default == "Foley "
+    assert rna["guidance"].default == 0.0 and rna["marker_prefix"].default == "Foley "  # 0: model default
 
 
 def test_operators_panels_and_strip_menu(addon):

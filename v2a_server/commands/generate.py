@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--onsets", help="output JSON with onset markers and the onset probability curve")
     parser.add_argument("--seed", type=int, help="random seed (default: random; printed)")
     parser.add_argument("--steps", type=int, help="denoising steps (default 25 for dpmpp, 200 for ddpm)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's own, 3 unless tuned)")
     parser.add_argument("--sampler", choices=("dpmpp", "ddpm"), default="dpmpp")
     parser.add_argument("--variations", type=int, default=1)
     parser.add_argument("--start", type=float, default=0.0, help="start time in the video, seconds")

@@ -67,6 +67,7 @@ class STAV2APipelineOutput(BaseOutput):
         seed: the seed actually used.
         timings_s: seconds per stage.
         warnings: notes for the user (e.g. hints ignored by a model trained without them).
+        guidance_scale: the CFG scale used (the model's default when none was asked).
     """
 
     audio: np.ndarray
@@ -77,6 +78,7 @@ class STAV2APipelineOutput(BaseOutput):
     seed: int
     timings_s: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    guidance_scale: float = 3.0
 
 
 class _StageTimer:
@@ -119,8 +121,14 @@ class STAV2APipeline(DiffusionPipeline):
         scheduler: DDPMScheduler,
         vae: AutoencoderKL,
         vocoder: SpeechT5HifiGan,
+        default_guidance_scale: float = 3.0,
+        default_controlnet_scale: float = 1.0,
     ):
         super().__init__()
+        # A model's own tuned sampling defaults travel in its model_index.json (measured per
+        # model: the embedded default model aligns best with a stronger ControlNet).
+        self.register_to_config(default_guidance_scale=float(default_guidance_scale),
+                                default_controlnet_scale=float(default_controlnet_scale))
         self.register_modules(
             video_encoder=video_encoder,
             conditioner=conditioner,
@@ -303,7 +311,7 @@ class STAV2APipeline(DiffusionPipeline):
         negative_caption: str = "",
         seed: int | None = None,
         num_inference_steps: int | None = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         sampler: str = "dpmpp",
         num_variations: int = 1,
         onset_hints: np.ndarray | None = None,
@@ -311,7 +319,7 @@ class STAV2APipeline(DiffusionPipeline):
         inpaint_range_s: tuple[float, float] | None = None,
         inpaint_margin_s: float = 0.2,
         deterministic: bool = False,
-        controlnet_conditioning_scale: float = 1.0,
+        controlnet_conditioning_scale: float | None = None,
         video_conditioning: bool = True,
         onset_threshold: float = 0.5,
         callback_on_step_end: Callable[["STAV2APipeline", int, int, dict[str, Any]], None] | None = None,
@@ -326,7 +334,8 @@ class STAV2APipeline(DiffusionPipeline):
             caption / negative_caption: text guidance and its CFG counterpart.
             seed: random seed (None draws one; the one used is returned).
             num_inference_steps: default 200 for ``ddpm``, 25 for ``dpmpp``.
-            guidance_scale: CFG scale (1.0 = conditional branch only).
+            guidance_scale: CFG scale (1.0 = conditional branch only); None: the model's
+                ``default_guidance_scale``.
             sampler: "ddpm" (reference) or "dpmpp" (DPM-Solver++ multistep).
             num_variations: takes generated as one batch.
             onset_hints: [latent frames] 0/1 or probabilities per 40 ms frame over the whole
@@ -334,7 +343,8 @@ class STAV2APipeline(DiffusionPipeline):
             inpaint_audio / inpaint_range_s: regenerate only (start_s, end_s) of this 16 kHz
                 take; outside the range (beyond ``inpaint_margin_s``) the result is this audio.
             deterministic: switch off the attentive pooling's always-on dropout.
-            controlnet_conditioning_scale: 0 runs the UNet without the ControlNet.
+            controlnet_conditioning_scale: 0 runs the UNet without the ControlNet; None: the
+                model's ``default_controlnet_scale``.
             video_conditioning: False drops both video paths (ControlNet and global tokens):
                 the text-to-audio prior alone, for ablations.
             callback_on_step_end: called after every denoising step as
@@ -342,6 +352,10 @@ class STAV2APipeline(DiffusionPipeline):
         """
         # 0. validate and plan
         sampler = sampler.lower()
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        if controlnet_conditioning_scale is None:
+            controlnet_conditioning_scale = self.config.default_controlnet_scale
         self.check_inputs(
             frames, frames_fps, video_features, duration_s, sampler, num_inference_steps,
             guidance_scale, num_variations, onset_hints, inpaint_audio, inpaint_range_s,
@@ -444,6 +458,7 @@ class STAV2APipeline(DiffusionPipeline):
             seed=seed,
             timings_s=dict(timer.totals),
             warnings=warnings,
+            guidance_scale=float(guidance_scale),
         )
 
     # ---- helpers of the recipe --------------------------------------------------------------
