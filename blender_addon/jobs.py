@@ -65,14 +65,17 @@ class Job:
     timings_s: dict[str, float] = field(default_factory=dict)  # client-side measurements
     server_timings_s: dict[str, float] = field(default_factory=dict)
     result_body: dict[str, Any] | None = None  # the server's result (audio buffers aside)
+    regen: placement.RegenRequest | None = None  # set for Regenerate Range
+
+    @property
+    def label(self) -> str:
+        if self.regen is not None:
+            return f"{self.regen.strip_name} (frames {self.regen.frames[0]}–{self.regen.frames[1] - 1})"
+        return self.snapshot.strip_name
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
-
-    @property
-    def label(self) -> str:
-        return self.snapshot.strip_name
 
     def status(self) -> tuple[float, str]:
         """(fraction 0..1 of the current stage, one-line text) for the panel."""
@@ -280,6 +283,11 @@ class JobManager:
         job.capture = None
         s = job.settings
         t_send = time.perf_counter()
+        inpaint = {}
+        if job.regen is not None:  # the take's own audio: no server-side state is needed
+            inpaint = {"inpaint_audio": job.regen.audio,
+                       "inpaint_sample_rate": job.regen.sample_rate,
+                       "inpaint_range_s": job.regen.range_s}
         try:
             job.request_id = client.generate(
                 images, frames_fps=job.timings_s["model_fps"],
@@ -287,7 +295,7 @@ class JobManager:
                 start_time_s=job.snapshot.first / job.snapshot.scene_fps,
                 negative_caption=s["negative_caption"], seed=s["seed"], steps=s["steps"],
                 guidance=s["guidance"], sampler=s["sampler"], variations=s["variations"],
-                timeout_s=job.job_timeout_s)
+                timeout_s=job.job_timeout_s, **inpaint)
         except (ProtocolError, ValueError) as exc:
             self._end(job, "failed", f"The request was refused before sending: {exc}", "ERROR")
             return
@@ -329,7 +337,11 @@ class JobManager:
         job.timings_s["roundtrip_s"] = job.result_at - job.sent_at
         try:
             audio = result_audio_numpy(event)
-            placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings)
+            if job.regen is not None:
+                placed, warnings = placement.place_range_takes(job.snapshot, job.regen, body,
+                                                               audio, job.settings)
+            else:
+                placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings)
         except placement.PlacementError as exc:
             self._end(job, "failed", f"{exc}; nothing was changed", "ERROR")
             return

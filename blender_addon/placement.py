@@ -53,13 +53,29 @@ class PlacedTake:
     marker_frames: list[int] = field(default_factory=list)
 
 
+@dataclass
+class RegenRequest:
+    """A Regenerate Range request: which take of which Foley strip, and the range."""
+
+    strip_name: str  # the Foley strip
+    take_id: str  # the take whose range is regenerated (its audio is the inpaint source)
+    frames: tuple[int, int]  # timeline frames [start, end)
+    range_s: tuple[float, float]  # seconds from the take's start
+    audio: np.ndarray  # the take's samples, mono float32
+    sample_rate: int
+
+
 class PlacementError(RuntimeError):
     """Placement was impossible; nothing was left behind."""
 
 
-def _clip(name: str, limit: int = MAX_NAME_CHARS) -> str:
+def clip_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
+    """``name`` cut to what a Blender name holds (bytes, never half a character)."""
     data = name.encode("utf-8")[:limit]
     return data.decode("utf-8", errors="ignore")
+
+
+_clip = clip_name
 
 
 def next_take_number(scene, source_name: str) -> int:
@@ -195,7 +211,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 onset = take.onsets.add()
                 onset.time_s = float(time_s)
                 onset.probability = float(probability)
-            record.active_take = len(record.takes) - 1
+            record.active_take = record.take_index = len(record.takes) - 1
 
             frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
             for k, frame in enumerate(frames, start=1):
@@ -210,6 +226,134 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             raise
         raise PlacementError(f"Could not place the Foley: {exc}") from exc
     return placed, warnings
+
+
+def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
+                      audio: list[np.ndarray], settings: dict) -> tuple[list[PlacedTake], list[str]]:
+    """Add one take per variation of a range regeneration to the Foley strip; play the first.
+
+    Each new take keeps the old take's onsets outside the range and gets the result's onsets
+    inside it. The strip switches to the first new take: the old take's markers inside the
+    range are replaced by the new onsets, those outside keep their frames (renamed to the new
+    take's tag). The old take's file and record stay as they were.
+
+    Raises:
+        PlacementError: nothing was placed (and nothing was left behind).
+    """
+    from . import takes as takes_module
+
+    scene = bpy.data.scenes.get(snapshot.scene_name)
+    if scene is None or scene.sequence_editor is None:
+        raise PlacementError(f"Scene {snapshot.scene_name!r} was deleted while generating")
+    strip = compat.all_strips(scene.sequence_editor).get(regen.strip_name)
+    if strip is None or not strip.foley.is_foley:
+        raise PlacementError(f"The Foley strip {regen.strip_name!r} was deleted or renamed "
+                             "while generating")
+    record = strip.foley
+    base_index = takes_module.find_take(record, regen.take_id)
+    if base_index < 0:
+        raise PlacementError(f"Take {regen.take_id} of {regen.strip_name!r} was deleted while "
+                             "generating")
+    base = record.takes[base_index]
+    fps = snapshot.scene_fps
+    mix_rate = base.sample_rate or int(scene.render.ffmpeg.audio_mixrate)
+    samples_out = sync.target_samples(base.duration_s, mix_rate)
+    rate_in = int(result["audio"]["sample_rate"])
+    start_s, end_s = regen.range_s
+    kept = [(o.time_s, o.probability) for o in base.onsets
+            if not start_s <= o.time_s < end_s]
+    new = [(float(t), float(p)) for t, p in zip(result.get("onset_times_s", []),
+                                                 result.get("onset_probabilities", []))
+           if start_s <= t < end_s]
+    onsets = sorted(kept + new)
+    from foley_protocol.protocol import INPAINT_MARGIN_S
+
+    old_audio = media.resample(regen.audio, regen.sample_rate, mix_rate, samples_out)
+
+    created_files: list[str] = []
+    added_ids: list[str] = []
+    placed: list[PlacedTake] = []
+    uid = scene.foley.next_take_uid
+    try:
+        for variation, samples in enumerate(audio):
+            samples = media.keep_outside(
+                media.resample(samples, rate_in, mix_rate, samples_out), old_audio, mix_rate,
+                start_s, end_s, INPAINT_MARGIN_S)
+            wav = media.wav_float32(samples, mix_rate)
+            number = max([next_take_number(scene, record.source)]
+                         + [p.number + 1 for p in placed])
+            path, number = files.write_new_file(
+                snapshot.output_dir, lambda n: files.take_filename(record.source, n),
+                number, wav)
+            created_files.append(path)
+            stored_path = path
+            if snapshot.relative_paths and bpy.data.filepath:
+                try:
+                    stored_path = bpy.path.relpath(path)
+                except ValueError:  # another drive on Windows: keep it absolute
+                    pass
+            take_id = f"T{uid}"
+            uid += 1
+            take = record.takes.add()
+            added_ids.append(take_id)
+            for name in ("negative_caption", "sampler", "guidance", "model_id", "frame_start",
+                         "frame_end", "start_time_s", "duration_s"):
+                setattr(take, name, getattr(base, name))
+            take.take_id = take_id
+            take.number = number
+            take.filepath = stored_path
+            take.caption = settings["caption"]
+            take.seed = str(result["seed"])
+            take.sampler = result.get("sampler", base.sampler)
+            take.steps = int(result.get("steps", 0))
+            take.model_id = result.get("model_id", "") or base.model_id
+            take.variation = variation
+            take.sample_rate = mix_rate
+            take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
+            take.marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
+            take.range_start_s, take.range_end_s = start_s, end_s
+            take.based_on = base.take_id
+            for time_s, probability in onsets:
+                onset = take.onsets.add()
+                onset.time_s, onset.probability = time_s, probability
+            placed.append(PlacedTake(strip.name, take_id, number, path, strip.channel))
+
+        first_new = record.takes[takes_module.find_take(record, added_ids[0])]
+        sound = takes_module.load_sound(first_new)
+    except Exception as exc:
+        for take_id in added_ids:
+            index = takes_module.find_take(record, take_id)
+            if index >= 0:
+                record.takes.remove(index)
+        _roll_back(scene, [], [], created_files)
+        if isinstance(exc, PlacementError):
+            raise
+        raise PlacementError(f"Could not place the regenerated range: {exc}") from exc
+
+    # From here on nothing can fail for want of a file: switch the strip and its markers.
+    range_lo, range_hi = regen.frames
+    active = record.takes[record.active_take] if record.active_take < len(record.takes) else None
+    if active is not None and active.take_id == base.take_id:
+        # The old take is on the timeline: its markers outside the range keep their frames
+        # (even if the editor moved one), the ones inside make way for the new onsets.
+        outside = [m.frame for m in scene.timeline_markers
+                   if m.name.startswith(base.marker_tag) and not range_lo <= m.frame < range_hi]
+    else:
+        outside = [f for f in takes_module.marker_frames(base, fps)
+                   if not range_lo <= f < range_hi]
+    if active is not None:
+        remove_take_markers(scene, active.marker_tag)
+    inside = [f for f in sync.onset_marker_frames((t for t, _ in new), first_new.frame_start,
+                                                  fps, first_new.frame_end)
+              if range_lo <= f < range_hi]
+    frames = sorted(set(outside) | set(inside))
+    takes_module.set_strip_sound(strip, sound)
+    takes_module.add_markers(scene, first_new.marker_tag, frames)
+    record.active_take = takes_module.find_take(record, first_new.take_id)
+    record.take_index = record.active_take
+    placed[0].marker_frames = frames
+    scene.foley.next_take_uid = uid
+    return placed, []
 
 
 def _roll_back(scene, strips_made, markers_made, files_made) -> None:

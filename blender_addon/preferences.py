@@ -39,7 +39,12 @@ class FoleyPreferences(bpy.types.AddonPreferences):
     guidance: FloatProperty(name="Guidance", default=3.0, min=1.0, max=30.0,
                             description="Default classifier-free guidance (1 = off, faster)")
     variations: IntProperty(name="Variations", default=1, min=1, max=4,
-                            description="Takes generated per strip in one job")
+                            description="Takes generated per strip in one job (each on its "
+                            "own sound strip)")
+    range_variations: IntProperty(
+        name="Range Variations", default=4, min=1, max=4,
+        description="Takes made by one Regenerate Range request (one batch on the server); "
+        "all are added to the strip's takes, the first is switched to")
     negative_caption: StringProperty(name="Negative Caption", default=DEFAULT_NEGATIVE_CAPTION,
                                      maxlen=1000, description="What should not be heard")
     marker_prefix: StringProperty(name="Marker Prefix", default="Foley ", maxlen=16,
@@ -72,6 +77,7 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         col.prop(self, "steps")
         col.prop(self, "guidance")
         col.prop(self, "variations")
+        col.prop(self, "range_variations")
         col.prop(self, "negative_caption")
         col.prop(self, "capture_short_side")
 
