@@ -256,3 +256,16 @@ def test_takes_survive_save_and_reopen(project, server, prefs, jobs, clip_dir):
     scene.sequence_editor.active_strip = strip
     assert bpy.ops.sequencer.foley_switch_take(index=0) == {"FINISHED"}
     assert sound_file(strip).name == "Clip_take001.wav"
+
+
+def test_take_operators_registered_and_range_variations_default_to_four(addon):
+    from tests.blender.conftest import ADDON_MODULE
+
+    for name in ("foley_regenerate_range", "foley_switch_take", "foley_audition_take",
+                 "foley_stop_audition", "foley_delete_take"):
+        assert hasattr(bpy.ops.sequencer, name), name
+    assert bpy.ops.sequencer.foley_regenerate_range.get_rna_type().name == "Regenerate Range"
+    rna = bpy.context.preferences.addons[ADDON_MODULE].preferences.bl_rna.properties
+    assert rna["range_variations"].default == 4 and rna["variations"].default == 1
+    take = addon_module("properties").FoleyTake.bl_rna.properties.keys()
+    assert {"range_start_s", "range_end_s", "based_on"} <= set(take)
