@@ -232,10 +232,11 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
                       audio: list[np.ndarray], settings: dict) -> tuple[list[PlacedTake], list[str]]:
     """Add one take per variation of a range regeneration to the Foley strip; play the first.
 
-    Each new take keeps the old take's onsets outside the range and gets the result's onsets
-    inside it. The strip switches to the first new take: the old take's markers inside the
-    range are replaced by the new onsets, those outside keep their frames (renamed to the new
-    take's tag). The old take's file and record stay as they were.
+    Each new take keeps the old take's onsets outside the range (a marker the editor moved
+    counts where it is now) and gets the result's onsets inside it. The strip switches to the
+    first new take: the old take's markers inside the range are replaced by the new onsets,
+    those outside keep their frames (renamed to the new take's tag). The old take's file and
+    record stay as they were.
 
     Raises:
         PlacementError: nothing was placed (and nothing was left behind).
@@ -260,11 +261,24 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
     samples_out = sync.target_samples(base.duration_s, mix_rate)
     rate_in = int(result["audio"]["sample_rate"])
     start_s, end_s = regen.range_s
-    kept = [(o.time_s, o.probability) for o in base.onsets
-            if not start_s <= o.time_s < end_s]
+    range_lo, range_hi = regen.frames
+    active = record.takes[record.active_take] if record.active_take < len(record.takes) else None
+    base_active = active is not None and active.take_id == base.take_id
+    if base_active:
+        # The old take is on the timeline: its markers outside the range stay where they are
+        # now (also one the editor moved), the ones inside make way for the new onsets.
+        outside = sorted(m.frame for m in scene.timeline_markers
+                         if m.name.startswith(base.marker_tag)
+                         and not range_lo <= m.frame < range_hi)
+    else:
+        outside = [f for f in takes_module.marker_frames(base, fps)
+                   if not range_lo <= f < range_hi]
+    kept = _onsets_at_frames(base, outside, fps)
+    # New onsets whose marker lands inside the range (by frame, so that the stored onsets and
+    # the markers agree whenever the take is shown again).
     new = [(float(t), float(p)) for t, p in zip(result.get("onset_times_s", []),
                                                  result.get("onset_probabilities", []))
-           if start_s <= t < end_s]
+           if range_lo <= _marker_frame(t, base, fps) < range_hi]
     onsets = sorted(kept + new)
     from foley_protocol.protocol import INPAINT_MARGIN_S
 
@@ -331,21 +345,9 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
         raise PlacementError(f"Could not place the regenerated range: {exc}") from exc
 
     # From here on nothing can fail for want of a file: switch the strip and its markers.
-    range_lo, range_hi = regen.frames
-    active = record.takes[record.active_take] if record.active_take < len(record.takes) else None
-    if active is not None and active.take_id == base.take_id:
-        # The old take is on the timeline: its markers outside the range keep their frames
-        # (even if the editor moved one), the ones inside make way for the new onsets.
-        outside = [m.frame for m in scene.timeline_markers
-                   if m.name.startswith(base.marker_tag) and not range_lo <= m.frame < range_hi]
-    else:
-        outside = [f for f in takes_module.marker_frames(base, fps)
-                   if not range_lo <= f < range_hi]
     if active is not None:
         remove_take_markers(scene, active.marker_tag)
-    inside = [f for f in sync.onset_marker_frames((t for t, _ in new), first_new.frame_start,
-                                                  fps, first_new.frame_end)
-              if range_lo <= f < range_hi]
+    inside = [_marker_frame(t, first_new, fps) for t, _ in new]
     frames = sorted(set(outside) | set(inside))
     takes_module.set_strip_sound(strip, sound)
     takes_module.add_markers(scene, first_new.marker_tag, frames)
@@ -354,6 +356,26 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
     placed[0].marker_frames = frames
     scene.foley.next_take_uid = uid
     return placed, []
+
+
+def _marker_frame(time_s: float, take, fps: float) -> int:
+    return sync.onset_marker_frames([time_s], take.frame_start, fps)[0]
+
+
+def _onsets_at_frames(take, frames, fps: float) -> list[tuple[float, float]]:
+    """Onsets (seconds, probability) of ``take`` that make markers at ``frames``.
+
+    A frame where one of the take's onsets lands keeps that onset's exact time; a frame
+    without one (a marker the editor moved) becomes an onset at that frame, probability 1.
+    """
+    by_frame: dict[int, list[tuple[float, float]]] = {}
+    for onset in take.onsets:
+        by_frame.setdefault(_marker_frame(onset.time_s, take, fps), []).append(
+            (onset.time_s, onset.probability))
+    kept: list[tuple[float, float]] = []
+    for frame in sorted(set(frames)):
+        kept += by_frame.get(frame) or [((frame - take.frame_start) / fps, 1.0)]
+    return kept
 
 
 def _roll_back(scene, strips_made, markers_made, files_made) -> None:

@@ -90,20 +90,31 @@ def test_regenerate_range_adds_a_take_and_switching_back_restores_take_one(
     take1_markers = _markers(scene)
     assert take1_markers and all(n.startswith(take1.marker_tag) for n, _ in take1_markers)
 
+    lo, hi = 55, 70  # the range: frames [55, 70) = 1.8-2.4 s of the take
+    inside_before = [m for m in scene.timeline_markers if lo <= m.frame < hi]
+    outside_before = [m for m in scene.timeline_markers if not lo <= m.frame < hi]
+    assert inside_before and outside_before
+    # The editor nudged markers by hand: one outside the range (kept where it is now), one
+    # inside (replaced by the new take's onsets like the rest of the range).
+    outside_before[0].frame += 2 if outside_before[0].frame + 2 < lo else -2
+    inside_before[0].frame = lo + 1 if inside_before[0].frame != lo + 1 else lo + 2
+    moved_inside = inside_before[0].frame
+    outside_frames = sorted(m.frame for m in outside_before)
+
     scene.use_preview_range = True
-    scene.frame_preview_start, scene.frame_preview_end = 40, 59  # inclusive: frames [40, 60)
+    scene.frame_preview_start, scene.frame_preview_end = lo, hi - 1  # inclusive end
     assert _regenerate(seed=3) == {"FINISHED"}
     assert len(strip.foley.takes) == 1, "placed before the server answered"
     job = _wait_done(jobs)
-    assert job.regen.frames == (40, 60)
-    assert job.regen.range_s == pytest.approx((1.2, 2.0))
+    assert job.regen.frames == (lo, hi)
+    assert job.regen.range_s == pytest.approx((1.8, 2.4))
 
     # A new take file; the old one untouched; the strip plays the new one.
     settings = strip.foley
     assert len(settings.takes) == 2 and settings.active_take == 1
     take1, take2 = settings.takes
     assert take2.number == 2 and take2.based_on == take1.take_id
-    assert (take2.range_start_s, take2.range_end_s) == pytest.approx((1.2, 2.0))
+    assert (take2.range_start_s, take2.range_end_s) == pytest.approx((1.8, 2.4))
     assert take2.seed == "3" and take2.caption == take1.caption
     assert (take2.frame_start, take2.frame_end) == (take1.frame_start, take1.frame_end)
     take2_path = sound_file(strip)
@@ -114,23 +125,22 @@ def test_regenerate_range_adds_a_take_and_switching_back_restores_take_one(
     old, rate = _read(take1_path)
     new, new_rate = _read(take2_path)
     assert new_rate == rate and new.shape == old.shape
-    start, end = (int(s * rate) for s in (1.2 - MARGIN_S, 2.0 + MARGIN_S))
+    start, end = (int(s * rate) for s in (1.8 - MARGIN_S, 2.4 + MARGIN_S))
     np.testing.assert_array_equal(new[:start], old[:start])
     np.testing.assert_array_equal(new[end + 1:], old[end + 1:])
-    inside = slice(int(1.25 * rate), int(1.95 * rate))
+    inside = slice(int(1.85 * rate), int(2.35 * rate))
     assert np.abs(new[inside] - old[inside]).max() > 0.05 * np.abs(old).max()
 
-    # Markers: outside the range unchanged (frames), inside replaced by the new onsets.
+    # Markers: outside the range unchanged (where they are now), inside = the new onsets.
     body = job.result_body
     marker_frames = [f for _, f in _markers(scene)]
     assert all(n.startswith(take2.marker_tag) for n, _ in _markers(scene))
-    outside_before = sorted(f for _, f in take1_markers if not 40 <= f < 60)
-    assert sorted(f for f in marker_frames if not 40 <= f < 60) == outside_before
+    assert sorted(f for f in marker_frames if not lo <= f < hi) == outside_frames
     sync = addon_module("sync")
-    inside_new = [f for f in sync.onset_marker_frames(
-        [t for t in body["onset_times_s"] if 1.2 <= t < 2.0], CLIP_START, 25.0, 110)
-        if 40 <= f < 60]
-    assert sorted(f for f in marker_frames if 40 <= f < 60) == inside_new
+    inside_new = [f for f in sync.onset_marker_frames(body["onset_times_s"], CLIP_START, 25.0)
+                  if lo <= f < hi]
+    assert sorted(f for f in marker_frames if lo <= f < hi) == inside_new
+    assert moved_inside not in inside_new and moved_inside not in marker_frames
 
     # Switching back to take 1 restores its audio and its markers, and forth again.
     assert bpy.ops.sequencer.foley_switch_take(index=0) == {"FINISHED"}
