@@ -279,3 +279,28 @@ def test_take_operators_registered_and_range_variations_default_to_four(addon):
     assert rna["range_variations"].default == 4 and rna["variations"].default == 1
     take = addon_module("properties").FoleyTake.bl_rna.properties.keys()
     assert {"range_start_s", "range_end_s", "based_on"} <= set(take)
+
+
+def test_range_take_is_one_undo_step_and_its_file_stays(project, server, prefs, jobs, clip_dir):
+    prefs.server_address = server.endpoint
+    scene = setup_scene(FPS)
+    _, strip = _first_take(scene, jobs, clip_dir)
+    name = strip.name
+    take1_markers = _markers(scene)
+    bpy.ops.ed.undo_push(message="before Regenerate Range")
+    assert _regenerate(frame_start=30, frame_end=50, seed=2) == {"FINISHED"}
+    _wait_done(jobs)
+    take2_path = sound_file(strip)
+    assert take2_path.name == "Clip_take002.wav"
+
+    bpy.ops.ed.undo()
+    scene = bpy.context.scene
+    strip = addon_module("compat").all_strips(scene.sequence_editor)[name]
+    assert len(strip.foley.takes) == 1 and strip.foley.active_take == 0
+    assert sound_file(strip).name == "Clip_take001.wav"
+    assert _markers(scene) == take1_markers
+    assert take2_path.is_file()  # a generated take stays on disk until the user deletes it
+    bpy.ops.ed.redo()
+    scene = bpy.context.scene
+    strip = addon_module("compat").all_strips(scene.sequence_editor)[name]
+    assert len(strip.foley.takes) == 2 and sound_file(strip) == take2_path
