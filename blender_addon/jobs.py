@@ -70,7 +70,8 @@ class Job:
     @property
     def label(self) -> str:
         if self.regen is not None:
-            return f"{self.regen.strip_name} (frames {self.regen.frames[0]}–{self.regen.frames[1] - 1})"
+            first, end = self.regen.frames
+            return f"{self.regen.strip_name} (frames {first}–{end - 1})"
         return self.snapshot.strip_name
 
     @property

@@ -75,9 +75,6 @@ def clip_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-_clip = clip_name
-
-
 def next_take_number(scene, source_name: str) -> int:
     """1 + the highest take number of ``source_name``'s Foley strips in the scene."""
     highest = 0
@@ -166,7 +163,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             if track is None:
                 raise PlacementError(f"No free channel above channel {channel} for frames "
                                      f"{plan.frame_start}-{plan.frame_end}")
-            name = _clip(f"{snapshot.strip_name} Foley {number}")
+            name = clip_name(f"{snapshot.strip_name} Foley {number}")
             strip = compat.strips(se).new_sound(name=name, filepath=path, channel=track,
                                                frame_start=plan.frame_start)
             created_strips.append(strip)
@@ -184,7 +181,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
 
             take_id = f"T{uid}"
             uid += 1
-            marker_tag = _clip(f"{snapshot.marker_prefix}{take_id}.", 40)
+            marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
             record = strip.foley
             record.is_foley = True
             record.source = snapshot.strip_name
@@ -215,7 +212,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
 
             frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
             for k, frame in enumerate(frames, start=1):
-                marker = scene.timeline_markers.new(_clip(f"{marker_tag}{k}"), frame=frame)
+                marker = scene.timeline_markers.new(clip_name(f"{marker_tag}{k}"), frame=frame)
                 marker.select = False
                 created_markers.append(marker)
             placed.append(PlacedTake(strip.name, take_id, number, path, track, frames))
@@ -229,7 +226,8 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
 
 
 def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
-                      audio: list[np.ndarray], settings: dict) -> tuple[list[PlacedTake], list[str]]:
+                      audio: list[np.ndarray],
+                      settings: dict) -> tuple[list[PlacedTake], list[str]]:
     """Add one take per variation of a range regeneration to the Foley strip; play the first.
 
     Each new take keeps the old take's onsets outside the range (a marker the editor moved
@@ -241,7 +239,9 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
     Raises:
         PlacementError: nothing was placed (and nothing was left behind).
     """
-    from . import takes as takes_module
+    from foley_protocol.protocol import INPAINT_MARGIN_S  # imported on use, as in jobs.py
+
+    from . import takes as takes_module  # (takes imports this module)
 
     scene = bpy.data.scenes.get(snapshot.scene_name)
     if scene is None or scene.sequence_editor is None:
@@ -280,8 +280,6 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
                                                  result.get("onset_probabilities", []))
            if range_lo <= _marker_frame(t, base, fps) < range_hi]
     onsets = sorted(kept + new)
-    from foley_protocol.protocol import INPAINT_MARGIN_S
-
     old_audio = media.resample(regen.audio, regen.sample_rate, mix_rate, samples_out)
 
     created_files: list[str] = []

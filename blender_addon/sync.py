@@ -180,7 +180,8 @@ class RegenRange:
 
 def regeneration_range(take_first: int, take_end: int, scene_fps: float, current_frame: int,
                        preview: tuple[int, int] | None = None,
-                       selected_marker_frames: Sequence[int] = ()) -> RegenRange:
+                       selected_marker_frames: Sequence[int] = (),
+                       preview_name: str = "preview range") -> RegenRange:
     """The range Regenerate Range works on, clipped to the take ``[take_first, take_end)``.
 
     Rules, first that applies: the preview range (``preview`` = its first and last frame,
@@ -191,7 +192,7 @@ def regeneration_range(take_first: int, take_end: int, scene_fps: float, current
         ValueError: the range does not overlap the take, or would cover all of it.
     """
     if preview is not None:
-        start, end, origin = preview[0], preview[1] + 1, "preview range"
+        start, end, origin = preview[0], preview[1] + 1, preview_name
     elif len(set(selected_marker_frames)) >= 2:
         start, end = min(selected_marker_frames), max(selected_marker_frames)
         origin = "selected markers"

@@ -82,7 +82,8 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.frame_start, self.frame_end, self.range_origin = chosen.start, chosen.end, chosen.origin
+        self.frame_start, self.frame_end = chosen.start, chosen.end
+        self.range_origin = chosen.origin
         return context.window_manager.invoke_props_dialog(self)
 
     def draw(self, context):
@@ -117,8 +118,10 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
             if self.frame_start < 0 or self.frame_end < 0:
                 chosen = self._rule_range(context, strip)
             else:
-                chosen = sync.regeneration_range(take.frame_start, take.frame_end, fps, 0,
-                                                 (self.frame_start, self.frame_end - 1))
+                chosen = sync.regeneration_range(
+                    take.frame_start, take.frame_end, fps, 0,
+                    (self.frame_start, self.frame_end - 1),
+                    preview_name=self.range_origin or "range given")
             output_dir = files.resolve_output_dir(prefs.output_dir, bpy.data.filepath,
                                                   bpy.app.tempdir)
             source = compat.all_strips(scene.sequence_editor).get(settings.source)
