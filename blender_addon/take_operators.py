@@ -133,9 +133,10 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
             try:
                 with open(path, "rb") as fh:
                     audio, rate = media.read_wav(fh.read())
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
                 raise takes.TakeError(f"Cannot read take {take.number}'s file {path}: "
-                                      f"{exc.strerror}") from None
+                                      f"{why}") from None
         except (ValueError, CaptureError, takes.TakeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -184,7 +184,18 @@ def test_range_rules_preview_then_selected_markers_then_playhead(project, server
     scene.frame_current = 200
     with pytest.raises(RuntimeError, match="does not overlap the take"):
         _regenerate()
-    assert len(strip.foley.takes) == 1
+    with pytest.raises(RuntimeError, match="covers the whole take"):
+        _regenerate(frame_start=0, frame_end=500)
+    # A take file that is no longer audio: a clear error naming the file, nothing sent.
+    path = sound_file(strip)
+    saved = path.read_bytes()
+    path.write_bytes(b"not a wav")
+    try:
+        with pytest.raises(RuntimeError, match=f"Cannot read take 1's file .*{path.name}"):
+            _regenerate(frame_start=30, frame_end=40)
+    finally:
+        path.write_bytes(saved)
+    assert len(strip.foley.takes) == 1 and not jobs.manager().active_jobs()
 
 
 def test_variations_become_takes_and_delete_asks_nothing_of_other_files(
