@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("properties", "preferences", "operators", "ui", "jobs", "review_operators",
-            "review_ui")
+_MODULES = ("properties", "preferences", "operators", "take_operators", "ui", "jobs",
+            "review_operators", "review_ui")
 
 
 def _submodules():

@@ -65,14 +65,18 @@ class Job:
     timings_s: dict[str, float] = field(default_factory=dict)  # client-side measurements
     server_timings_s: dict[str, float] = field(default_factory=dict)
     result_body: dict[str, Any] | None = None  # the server's result (audio buffers aside)
+    regen: placement.RegenRequest | None = None  # set for Regenerate Range
+
+    @property
+    def label(self) -> str:
+        if self.regen is not None:
+            first, end = self.regen.frames
+            return f"{self.regen.strip_name} (frames {first}–{end - 1})"
+        return self.snapshot.strip_name
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
-
-    @property
-    def label(self) -> str:
-        return self.snapshot.strip_name
 
     def status(self) -> tuple[float, str]:
         """(fraction 0..1 of the current stage, one-line text) for the panel."""
@@ -280,6 +284,12 @@ class JobManager:
         job.capture = None
         s = job.settings
         t_send = time.perf_counter()
+        inpaint = {}
+        if job.regen is not None and not job.regen.whole_take:
+            # the take's own audio: no server-side state is needed
+            inpaint = {"inpaint_audio": job.regen.audio,
+                       "inpaint_sample_rate": job.regen.sample_rate,
+                       "inpaint_range_s": job.regen.range_s}
         try:
             job.request_id = client.generate(
                 images, frames_fps=job.timings_s["model_fps"],
@@ -288,8 +298,8 @@ class JobManager:
                 negative_caption=s["negative_caption"], seed=s["seed"], steps=s["steps"],
                 guidance=s["guidance"], sampler=s["sampler"], variations=s["variations"],
                 sync_picture_frame_rate=job.snapshot.scene_fps,
-                onset_hints_s=s.get("onset_hints_s"), **s.get("inpaint", {}),
-                timeout_s=job.job_timeout_s)
+                onset_hints_s=s.get("onset_hints_s"),
+                timeout_s=job.job_timeout_s, **inpaint)
         except (ProtocolError, ValueError) as exc:
             self._end(job, "failed", f"The request was refused before sending: {exc}", "ERROR")
             return
@@ -331,8 +341,13 @@ class JobManager:
         job.timings_s["roundtrip_s"] = job.result_at - job.sent_at
         try:
             audio = result_audio_numpy(event)
-            placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings,
-                                                     result_sync_pictures(event))
+            pictures = result_sync_pictures(event)
+            if job.regen is not None:
+                placed, warnings = placement.place_range_takes(job.snapshot, job.regen, body,
+                                                               audio, job.settings, pictures)
+            else:
+                placed, warnings = placement.place_takes(job.snapshot, body, audio, job.settings,
+                                                         pictures)
         except placement.PlacementError as exc:
             self._end(job, "failed", f"{exc}; nothing was changed", "ERROR")
             return

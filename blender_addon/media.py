@@ -72,42 +72,66 @@ def wav_float32(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """Samples ([N] or [N, channels], float32) and rate of a PCM-16/24/32 or float32 WAV.
+    """Decode a WAV file (32-bit float, or 16/24/32-bit PCM); channels are averaged.
 
-    Enough for the takes this add-on writes (``wav_float32``) and common WAV files; Blender's
-    Python has no audio reader.
-
+    Returns:
+        (mono float32 samples, sample rate).
     Raises:
-        ValueError: not a RIFF/WAVE file, or a format it does not read (the message says which).
+        ValueError: not a WAV file, or an encoding other than those above.
     """
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a WAV file (no RIFF/WAVE header)")
-    pos, fmt, samples = 12, None, None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a WAV file")
+    fmt = samples = None
+    pos = 12
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         body = data[pos + 8:pos + 8 + size]
         if chunk == b"fmt ":
-            fmt = struct.unpack("<HHIIHH", body[:16])
+            fmt = struct.unpack_from("<HHIIHH", body)
         elif chunk == b"data":
             samples = body
         pos += 8 + size + (size & 1)
     if fmt is None or samples is None:
-        raise ValueError("WAV file without a fmt or data chunk")
-    tag, channels, rate, _byte_rate, _align, bits = fmt
-    if tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: the sub-format decides; ours are PCM or float
-        tag = 3 if bits == 32 and b"\x03\x00\x00\x00\x10\x00" in data[:200] else 1
-    if tag == 3 and bits == 32:
-        audio = np.frombuffer(samples, dtype="<f4")
-    elif tag == 1 and bits == 16:
-        audio = np.frombuffer(samples, dtype="<i2").astype(np.float32) / 32768.0
-    elif tag == 1 and bits == 32:
-        audio = np.frombuffer(samples, dtype="<i4").astype(np.float32) / 2147483648.0
-    elif tag == 1 and bits == 24:
-        raw = np.frombuffer(samples[: len(samples) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
-        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8)
-                | (raw[:, 2].astype(np.int8).astype(np.int32) << 16))
-        audio = ints.astype(np.float32) / 8388608.0
+        raise ValueError("WAV file without fmt or data chunk")
+    code, channels, rate, _, _, bits = fmt
+    if code == 0xFFFE and len(samples):  # WAVE_FORMAT_EXTENSIBLE: the sub-format decides
+        code = 3 if bits == 32 and _extensible_is_float(data) else 1
+    if code == 3 and bits == 32:
+        audio = np.frombuffer(samples, "<f4", count=len(samples) // 4).astype(np.float32)
+    elif code == 1 and bits == 16:
+        audio = np.frombuffer(samples, "<i2", count=len(samples) // 2) / 32768.0
+    elif code == 1 and bits == 32:
+        audio = np.frombuffer(samples, "<i4", count=len(samples) // 4) / 2147483648.0
+    elif code == 1 and bits == 24:
+        raw = np.frombuffer(samples, np.uint8, count=len(samples) // 3 * 3).reshape(-1, 3)
+        ints = (raw[:, 0].astype(np.int32) | raw[:, 1].astype(np.int32) << 8
+                | raw[:, 2].astype(np.int32) << 16)
+        audio = np.where(ints >= 1 << 23, ints - (1 << 24), ints) / 8388608.0
     else:
-        raise ValueError(f"WAV format tag {tag} with {bits} bits is not supported")
-    audio = audio[: len(audio) // channels * channels].astype(np.float32)
-    return (audio.reshape(-1, channels) if channels > 1 else audio), int(rate)
+        raise ValueError(f"unsupported WAV encoding (format {code}, {bits} bits)")
+    audio = np.asarray(audio, np.float32)
+    usable = len(audio) // channels * channels
+    return audio[:usable].reshape(-1, channels).mean(axis=1).astype(np.float32), int(rate)
+
+
+def _extensible_is_float(data: bytes) -> bool:
+    index = data.find(b"fmt ")
+    # The sub-format GUID starts 24 bytes into the extensible fmt body; its first 2 bytes
+    # are the format code (3 = IEEE float).
+    return index >= 0 and struct.unpack_from("<H", data, index + 8 + 24)[0] == 3
+
+
+def keep_outside(new: np.ndarray, old: np.ndarray, rate: int, start_s: float, end_s: float,
+                 margin_s: float) -> np.ndarray:
+    """``new`` with ``old``'s exact samples outside ``[start_s - margin_s, end_s + margin_s]``.
+
+    A regenerated range comes back from the server at the model's rate, so the kept part has
+    been through two resamplers; this puts the old take's own samples back where the server
+    kept the old audio (``new`` there equals ``old`` up to resampling error).
+    """
+    out = np.array(new, dtype=np.float32, copy=True)
+    lo = max(0, int(np.floor((start_s - margin_s) * rate)))
+    hi = min(len(out), int(np.ceil((end_s + margin_s) * rate)))
+    out[:lo] = old[:lo]
+    out[hi:] = old[hi:len(out)]
+    return out

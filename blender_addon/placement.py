@@ -53,11 +53,30 @@ class PlacedTake:
     marker_frames: list[int] = field(default_factory=list)
 
 
+@dataclass
+class RegenRequest:
+    """A regeneration that makes new takes of a Foley strip: Regenerate Range, or Regenerate
+    with Markers (of a range, or of the whole take)."""
+
+    strip_name: str  # the Foley strip
+    take_id: str  # the take whose range is regenerated (its audio is the inpaint source)
+    frames: tuple[int, int]  # timeline frames [start, end)
+    range_s: tuple[float, float]  # seconds from the take's start
+    audio: np.ndarray | None  # the take's samples, mono float32 (None: the whole take is redone)
+    sample_rate: int
+
+    @property
+    def whole_take(self) -> bool:
+        """Nothing of the old take is kept: no inpaint source is sent."""
+        return self.audio is None
+
+
 class PlacementError(RuntimeError):
     """Placement was impossible; nothing was left behind."""
 
 
-def _clip(name: str, limit: int = MAX_NAME_CHARS) -> str:
+def clip_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
+    """``name`` cut to what a Blender name holds (bytes, never half a character)."""
     data = name.encode("utf-8")[:limit]
     return data.decode("utf-8", errors="ignore")
 
@@ -153,7 +172,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             if track is None:
                 raise PlacementError(f"No free channel above channel {channel} for frames "
                                      f"{plan.frame_start}-{plan.frame_end}")
-            name = _clip(f"{snapshot.strip_name} Foley {number}")
+            name = clip_name(f"{snapshot.strip_name} Foley {number}")
             strip = compat.strips(se).new_sound(name=name, filepath=path, channel=track,
                                                frame_start=plan.frame_start)
             created_strips.append(strip)
@@ -171,7 +190,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
 
             take_id = f"T{uid}"
             uid += 1
-            marker_tag = _clip(f"{snapshot.marker_prefix}{take_id}.", 40)
+            marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
             record = strip.foley
             record.is_foley = True
             record.source = snapshot.strip_name
@@ -198,12 +217,12 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 onset = take.onsets.add()
                 onset.time_s = float(time_s)
                 onset.probability = float(probability)
-            record.active_take = len(record.takes) - 1
+            record.active_take = record.take_index = len(record.takes) - 1
 
             frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
             marker_names = {}
             for k, frame in enumerate(frames, start=1):
-                marker = scene.timeline_markers.new(_clip(f"{marker_tag}{k}"), frame=frame)
+                marker = scene.timeline_markers.new(clip_name(f"{marker_tag}{k}"), frame=frame)
                 marker.select = False
                 created_markers.append(marker)
                 marker_names[frame] = marker.name
@@ -231,6 +250,191 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             raise
         raise PlacementError(f"Could not place the Foley: {exc}") from exc
     return placed, warnings
+
+
+def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
+                      audio: list[np.ndarray], settings: dict,
+                      pictures: list[bytes] | None = None) -> tuple[list[PlacedTake], list[str]]:
+    """Add one take per variation of a range regeneration to the Foley strip; play the first.
+
+    Each new take keeps the old take's onsets outside the range (a marker the editor moved
+    counts where it is now) and gets the result's onsets inside it. The strip switches to the
+    first new take: the old take's markers inside the range are replaced by the new onsets,
+    those outside keep their frames (renamed to the new take's tag). The old take's file and
+    record stay as they were.
+
+    Raises:
+        PlacementError: nothing was placed (and nothing was left behind).
+    """
+    from foley_protocol.protocol import INPAINT_MARGIN_S  # imported on use, as in jobs.py
+
+    from . import takes as takes_module  # (takes imports this module)
+
+    scene = bpy.data.scenes.get(snapshot.scene_name)
+    if scene is None or scene.sequence_editor is None:
+        raise PlacementError(f"Scene {snapshot.scene_name!r} was deleted while generating")
+    strip = compat.all_strips(scene.sequence_editor).get(regen.strip_name)
+    if strip is None or not strip.foley.is_foley:
+        raise PlacementError(f"The Foley strip {regen.strip_name!r} was deleted or renamed "
+                             "while generating")
+    record = strip.foley
+    base_index = takes_module.find_take(record, regen.take_id)
+    if base_index < 0:
+        raise PlacementError(f"Take {regen.take_id} of {regen.strip_name!r} was deleted while "
+                             "generating")
+    base = record.takes[base_index]
+    fps = snapshot.scene_fps
+    mix_rate = base.sample_rate or int(scene.render.ffmpeg.audio_mixrate)
+    samples_out = sync.target_samples(base.duration_s, mix_rate)
+    rate_in = int(result["audio"]["sample_rate"])
+    start_s, end_s = regen.range_s
+    range_lo, range_hi = regen.frames
+    active = record.takes[record.active_take] if record.active_take < len(record.takes) else None
+    base_active = active is not None and active.take_id == base.take_id
+    if base_active:
+        # The old take is on the timeline: its markers outside the range stay where they are
+        # now (also one the editor moved), the ones inside make way for the new onsets.
+        outside = sorted(m.frame for m in scene.timeline_markers
+                         if m.name.startswith(base.marker_tag)
+                         and not range_lo <= m.frame < range_hi)
+    else:
+        outside = [f for f in takes_module.marker_frames(base, fps)
+                   if not range_lo <= f < range_hi]
+    kept = _onsets_at_frames(base, outside, fps)
+    # New onsets whose marker lands inside the range (by frame, so that the stored onsets and
+    # the markers agree whenever the take is shown again).
+    new = [(float(t), float(p)) for t, p in zip(result.get("onset_times_s", []),
+                                                 result.get("onset_probabilities", []))
+           if range_lo <= _marker_frame(t, base, fps) < range_hi]
+    onsets = sorted(kept + new)
+    old_audio = (None if regen.whole_take
+                 else media.resample(regen.audio, regen.sample_rate, mix_rate, samples_out))
+    # Review records of the kept markers carry their review state over to the new takes
+    # (keyed by where each marker is now: the editor may have moved it).
+    markers_now = review.take_markers(scene, base) if base_active else {}
+    old_states = {}
+    for item in base.review_markers:
+        marker = markers_now.get(item.marker_name)
+        old_states[marker.frame if marker is not None else item.frame] = item.state
+
+    created_files: list[str] = []
+    added_ids: list[str] = []
+    placed: list[PlacedTake] = []
+    uid = scene.foley.next_take_uid
+    try:
+        for variation, samples in enumerate(audio):
+            samples = media.resample(samples, rate_in, mix_rate, samples_out)
+            if old_audio is not None:
+                samples = media.keep_outside(samples, old_audio, mix_rate, start_s, end_s,
+                                             INPAINT_MARGIN_S)
+            wav = media.wav_float32(samples, mix_rate)
+            number = max([next_take_number(scene, record.source)]
+                         + [p.number + 1 for p in placed])
+            path, number = files.write_new_file(
+                snapshot.output_dir, lambda n: files.take_filename(record.source, n),
+                number, wav)
+            created_files.append(path)
+            stored_path = path
+            if snapshot.relative_paths and bpy.data.filepath:
+                try:
+                    stored_path = bpy.path.relpath(path)
+                except ValueError:  # another drive on Windows: keep it absolute
+                    pass
+            take_id = f"T{uid}"
+            uid += 1
+            take = record.takes.add()
+            added_ids.append(take_id)
+            for name in ("negative_caption", "sampler", "guidance", "model_id", "frame_start",
+                         "frame_end", "start_time_s", "duration_s"):
+                setattr(take, name, getattr(base, name))
+            take.take_id = take_id
+            take.number = number
+            take.filepath = stored_path
+            take.caption = settings["caption"]
+            take.seed = str(result["seed"])
+            take.sampler = result.get("sampler", base.sampler)
+            take.steps = int(result.get("steps", 0))
+            take.model_id = result.get("model_id", "") or base.model_id
+            take.variation = variation
+            take.sample_rate = mix_rate
+            take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
+            take.marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
+            take.range_start_s, take.range_end_s = start_s, end_s
+            take.based_on = base.take_id
+            for time_s, probability in onsets:
+                onset = take.onsets.add()
+                onset.time_s, onset.probability = time_s, probability
+            take.hinted = bool(settings.get("onset_hints_s"))
+            frames = sorted({_marker_frame(t, take, fps) for t, _ in onsets})
+            names = {frame: clip_name(f"{take.marker_tag}{k}") for k, frame in
+                     enumerate(frames, start=1)}
+            review.record_placed_take(take, result, variation, [
+                (t, p, _marker_frame(t, take, fps)) for t, p in onsets], names)
+            for item in take.review_markers:  # kept markers keep their review state
+                if not range_lo <= item.frame < range_hi and item.frame in old_states:
+                    item.state = old_states[item.frame]
+            if pictures and variation < len(pictures):
+                stem = os.path.splitext(os.path.basename(path))[0]
+                picture, _n = files.write_new_file(
+                    snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
+                    else f"{stem}_sync.{n:03d}.png", 0, pictures[variation])
+                created_files.append(picture)
+                take.sync_picture = _stored_path(picture, snapshot)
+            placed.append(PlacedTake(strip.name, take_id, number, path, strip.channel))
+
+        first_new = record.takes[takes_module.find_take(record, added_ids[0])]
+        sound = takes_module.load_sound(first_new)
+    except Exception as exc:
+        for take_id in added_ids:
+            index = takes_module.find_take(record, take_id)
+            if index >= 0:
+                record.takes.remove(index)
+        _roll_back(scene, [], [], created_files)
+        if isinstance(exc, PlacementError):
+            raise
+        raise PlacementError(f"Could not place the regenerated range: {exc}") from exc
+
+    # From here on nothing can fail for want of a file: switch the strip and its markers.
+    if active is not None:
+        takes_module.stash_markers(scene, active)
+        remove_take_markers(scene, active.marker_tag)
+    takes_module.set_strip_sound(strip, sound)
+    frames = takes_module.restore_markers(scene, first_new, fps)
+    record.active_take = takes_module.find_take(record, first_new.take_id)
+    record.take_index = record.active_take
+    placed[0].marker_frames = frames
+    scene.foley.next_take_uid = uid
+    return placed, []
+
+
+def _stored_path(path: str, snapshot: Snapshot) -> str:
+    """``path`` as stored on a take: blend-relative when the output folder is."""
+    if snapshot.relative_paths and bpy.data.filepath:
+        try:
+            return bpy.path.relpath(path)
+        except ValueError:  # another drive on Windows: keep it absolute
+            pass
+    return path
+
+
+def _marker_frame(time_s: float, take, fps: float) -> int:
+    return sync.onset_marker_frames([time_s], take.frame_start, fps)[0]
+
+
+def _onsets_at_frames(take, frames, fps: float) -> list[tuple[float, float]]:
+    """Onsets (seconds, probability) of ``take`` that make markers at ``frames``.
+
+    A frame where one of the take's onsets lands keeps that onset's exact time; a frame
+    without one (a marker the editor moved) becomes an onset at that frame, probability 1.
+    """
+    by_frame: dict[int, list[tuple[float, float]]] = {}
+    for onset in take.onsets:
+        by_frame.setdefault(_marker_frame(onset.time_s, take, fps), []).append(
+            (onset.time_s, onset.probability))
+    kept: list[tuple[float, float]] = []
+    for frame in sorted(set(frames)):
+        kept += by_frame.get(frame) or [((frame - take.frame_start) / fps, 1.0)]
+    return kept
 
 
 def _roll_back(scene, strips_made, markers_made, files_made) -> None:

@@ -40,7 +40,12 @@ class FoleyPreferences(bpy.types.AddonPreferences):
                             description="Default classifier-free guidance (0: the model's own "
                             "tuned default; 1 = off, faster)")
     variations: IntProperty(name="Variations", default=1, min=1, max=4,
-                            description="Takes generated per strip in one job")
+                            description="Takes generated per strip in one job (each on its "
+                            "own sound strip)")
+    range_variations: IntProperty(
+        name="Range Variations", default=4, min=1, max=4,
+        description="Takes made by one Regenerate Range request (one batch on the server); "
+        "all are added to the strip's takes, the first is switched to")
     negative_caption: StringProperty(name="Negative Caption", default=DEFAULT_NEGATIVE_CAPTION,
                                      maxlen=1000, description="What should not be heard")
     marker_prefix: StringProperty(name="Marker Prefix", default="Foley ", maxlen=16,
@@ -73,6 +78,7 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         col.prop(self, "steps")
         col.prop(self, "guidance")
         col.prop(self, "variations")
+        col.prop(self, "range_variations")
         col.prop(self, "negative_caption")
         col.prop(self, "capture_short_side")
 

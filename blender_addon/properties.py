@@ -1,21 +1,28 @@
 """What the add-on stores in the .blend: captions on strips, takes on Foley strips.
 
-Data model (room for several takes per Foley strip, for later range regeneration):
+Data model (several takes per Foley strip; one of them is heard and has its markers shown):
 
 * ``Strip.foley`` (``FoleyStripSettings``) on every strip. On a picture strip: ``caption``.
   On a generated sound strip: ``is_foley``, ``source`` (the picture strip's name), and
-  ``takes`` (``FoleyTake``, one per generated take; today one per strip) with ``active_take``.
+  ``takes`` (``FoleyTake``: the strip's first take, then one per range regeneration) with
+  ``active_take`` (the take the strip plays) and ``take_index`` (the row highlighted in the
+  panel's list).
 * ``FoleyTake``: its id (``take_id``, unique in the scene, also the tag of its timeline
   markers), take number (per source strip; also in its file name), file, caption, negative
   caption, seed, sampler, steps, guidance, model, timeline range, the audio's start second on
-  the timeline, creation date, and the onsets (exact seconds + probability); for the sync
-  review (``review.py``) also the server's motion events and audio onsets, one record per
-  onset marker (exact seconds, probability, review state) and the sync picture's path.
+  the timeline, creation date, the onsets (exact seconds + probability), for a range
+  regeneration the regenerated range (seconds from the take's start) and the take it redid;
+  for the sync review (``review.py``) also the server's motion events and audio onsets, one
+  record per onset marker (exact seconds, probability, review state) and the sync picture's
+  path.
 * ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique; the review
   list filter and the audition window.
 
 Markers: ``scene.timeline_markers`` named ``<prefix><take_id>.<k>``; every marker of a take
-starts with ``take.marker_tag`` so a later regeneration can replace exactly its own.
+starts with ``take.marker_tag`` so a later regeneration can replace exactly its own. Only the
+active take's markers are on the timeline: switching takes stores where the editor left the old
+take's markers (its review records) and removes them, then adds the new take's from its review
+records (or, for a take without any, from its stored onsets).
 """
 
 from __future__ import annotations
@@ -106,6 +113,17 @@ class FoleyTake(bpy.types.PropertyGroup):
                                  description="PNG beside the take's audio")
     hinted: BoolProperty(name="Made With Hints",
                          description="Generated from the edited markers of another take")
+    range_start_s: FloatProperty(name="Range Start", unit="TIME_ABSOLUTE",
+                                 description="Start of the regenerated range (seconds from the "
+                                 "take's start; start = end: a whole take)")
+    range_end_s: FloatProperty(name="Range End", unit="TIME_ABSOLUTE",
+                               description="End of the regenerated range (seconds)")
+    based_on: StringProperty(name="Based On",
+                             description="Take id of the take whose range was regenerated")
+
+    @property
+    def is_range(self) -> bool:
+        return self.range_end_s > self.range_start_s
 
 
 class FoleyStripSettings(bpy.types.PropertyGroup):
@@ -117,7 +135,10 @@ class FoleyStripSettings(bpy.types.PropertyGroup):
     is_foley: BoolProperty(name="Foley Strip", description="This sound strip was generated")
     source: StringProperty(name="Source Strip", description="The picture strip it was made for")
     takes: CollectionProperty(type=FoleyTake)
-    active_take: IntProperty(name="Active Take", min=0)
+    active_take: IntProperty(name="Active Take", min=0,
+                             description="The take this strip plays (its markers are shown)")
+    take_index: IntProperty(name="Selected Take", min=0,
+                            description="The take highlighted in the list (audition, delete)")
 
 
 class FoleySceneSettings(bpy.types.PropertyGroup):

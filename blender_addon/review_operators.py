@@ -430,8 +430,6 @@ def take_audio_for_inpaint(take) -> tuple[object, int]:
     path = bpy.path.abspath(take.filepath)
     with open(path, "rb") as fh:
         samples, rate = media.read_wav(fh.read())
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
     return np.ascontiguousarray(samples, dtype=np.float32), rate
 
 
@@ -507,8 +505,13 @@ def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, floa
         "sampler": take.sampler or prefs.sampler, "variations": 1,
         "onset_hints_s": review.hint_times_s(scene, take),
     }
-    if range_s is not None:
-        settings["inpaint"] = inpaint_request(take, range_s, (end - first) / fps)
+    duration_s = (end - first) / fps
+    if range_s is None:  # the whole take: a new take of the same strip, nothing kept
+        regen = placement.RegenRequest(strip_name=strip.name, take_id=take.take_id,
+                                       frames=(first, end), range_s=(0.0, duration_s),
+                                       audio=None, sample_rate=0)
+    else:
+        regen = range_request(strip, take, range_s, duration_s, fps)
     manager = jobs.manager()
     server = (prefs.server_address.strip(), prefs.server_public_key.strip())
     manager.ensure_client(*server)
@@ -524,7 +527,7 @@ def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, floa
     return jobs.Job(number=manager.new_number(), snapshot=snapshot, settings=settings,
                     short_side_px=prefs.capture_short_side,
                     connect_deadline=now + prefs.connect_timeout_s,
-                    job_timeout_s=prefs.job_timeout_s)
+                    job_timeout_s=prefs.job_timeout_s, regen=regen)
 
 
 def preview_range_s(scene, take) -> tuple[float, float]:
@@ -542,15 +545,19 @@ def preview_range_s(scene, take) -> tuple[float, float]:
     return start_s, end_s
 
 
-def inpaint_request(take, range_s: tuple[float, float], duration_s: float) -> dict:
-    """``build_generate`` arguments regenerating ``range_s`` of a take lasting ``duration_s``."""
+def range_request(strip, take, range_s: tuple[float, float], duration_s: float,
+                  fps: float) -> "placement.RegenRequest":
+    """Regenerating ``range_s`` of a take lasting ``duration_s``; the take's audio is the
+    inpaint source, so the rest of it is kept."""
     start_s, end_s = range_s
     if not 0.0 <= start_s < end_s <= duration_s + 1e-6:
         raise ValueError(f"Range {start_s:.3f}-{end_s:.3f} s is not inside take {take.number} "
                          f"(0-{duration_s:.3f} s)")
+    end_s = min(end_s, duration_s)
     audio, rate = take_audio_for_inpaint(take)
-    return {"inpaint_audio": audio, "inpaint_sample_rate": rate,
-            "inpaint_range_s": (start_s, min(end_s, duration_s))}
+    frames = (take.frame_start + round(start_s * fps), take.frame_start + round(end_s * fps))
+    return placement.RegenRequest(strip_name=strip.name, take_id=take.take_id, frames=frames,
+                                  range_s=(start_s, end_s), audio=audio, sample_rate=rate)
 
 
 # ---- registration ---------------------------------------------------------------------------

@@ -163,3 +163,47 @@ def format_eta(seconds: float | None) -> str:
     if seconds < 60:
         return f"ETA {seconds} s"
     return f"ETA {seconds // 60} min {seconds % 60:02d} s"
+
+
+@dataclass(frozen=True)
+class RegenRange:
+    """Frames ``[start, end)`` of a take to regenerate, and where the range came from."""
+
+    start: int
+    end: int
+    origin: str  # "preview range" | "selected markers" | "current frame ± 1 s"
+
+    def seconds(self, take_first: int, scene_fps: float) -> tuple[float, float]:
+        """(start_s, end_s) from the take's first frame (audio t = 0)."""
+        return (self.start - take_first) / scene_fps, (self.end - take_first) / scene_fps
+
+
+def regeneration_range(take_first: int, take_end: int, scene_fps: float, current_frame: int,
+                       preview: tuple[int, int] | None = None,
+                       selected_marker_frames: Sequence[int] = (),
+                       preview_name: str = "preview range") -> RegenRange:
+    """The range Regenerate Range works on, clipped to the take ``[take_first, take_end)``.
+
+    Rules, first that applies: the preview range (``preview`` = its first and last frame,
+    inclusive, as Blender stores them), else the span between the first and last of two or
+    more selected Foley markers, else the current frame ± 1 s.
+
+    Raises:
+        ValueError: the range does not overlap the take, or would cover all of it.
+    """
+    if preview is not None:
+        start, end, origin = preview[0], preview[1] + 1, preview_name
+    elif len(set(selected_marker_frames)) >= 2:
+        start, end = min(selected_marker_frames), max(selected_marker_frames)
+        origin = "selected markers"
+    else:
+        one_s = max(1, round(scene_fps))
+        start, end, origin = current_frame - one_s, current_frame + one_s, "current frame ± 1 s"
+    start, end = max(start, take_first), min(end, take_end)
+    if end <= start:
+        raise ValueError(f"The {origin} does not overlap the take (frames {take_first}–"
+                         f"{take_end - 1}): move the playhead or set a preview range over it")
+    if (start, end) == (take_first, take_end):
+        raise ValueError(f"The {origin} covers the whole take: use Generate Foley for a new "
+                         "take, or set a shorter range")
+    return RegenRange(start, end, origin)

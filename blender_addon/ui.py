@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat, jobs
+from . import compat, jobs, takes
 
 
 class SequencerFoleyPanel:
@@ -99,12 +99,32 @@ class SEQUENCER_PT_foley_server(SequencerFoleyPanel, bpy.types.Panel):
         col.label(text=f"Queue: {status.get('queue_length', 0)} / {status.get('queue_max', '?')}")
 
 
+def take_range_text(take) -> str:
+    """The regenerated range of a take, or "whole" for a take generated in one go."""
+    if not take.is_range:
+        return "whole"
+    return f"{take.range_start_s:.2f}–{take.range_end_s:.2f} s"
+
+
 class SEQUENCER_UL_foley_takes(bpy.types.UIList):
-    def draw_item(self, context, layout, data, take, icon, active_data, active_propname):
+    """Rows: in use, number, caption, seed, range regenerated, date."""
+
+    def draw_item(self, context, layout, data, take, icon, active_data, active_propname,
+                  index=0, flt_flag=0):
         row = layout.row(align=True)
-        row.label(text=f"Take {take.number}", icon="SOUND")
-        row.label(text=f"seed {take.seed}")
-        row.label(text=f"{len(take.onsets)} onsets")
+        in_use = index == data.active_take
+        op = row.operator("sequencer.foley_switch_take", text="", emboss=False,
+                          icon="RADIOBUT_ON" if in_use else "RADIOBUT_OFF")
+        op.index = index
+        split = row.split(factor=0.12, align=True)
+        split.label(text=str(take.number))
+        split = split.split(factor=0.45, align=True)
+        split.label(text=take.caption or "(no caption)")
+        split = split.split(factor=0.35, align=True)
+        split.label(text=take.seed)
+        split = split.split(factor=0.5, align=True)
+        split.label(text=take_range_text(take))
+        split.label(text=take.created.replace("T", " ")[5:16])
 
 
 class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
@@ -122,16 +142,29 @@ class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
         layout = self.layout
         strip = compat.vse_scene(context).sequence_editor.active_strip
         settings = strip.foley
+        header = layout.row()
+        for text in ("#", "Caption", "Seed", "Range", "Date"):
+            header.label(text=text)
         layout.template_list("SEQUENCER_UL_foley_takes", "", settings, "takes",
-                             settings, "active_take", rows=2)
-        if not 0 <= settings.active_take < len(settings.takes):
+                             settings, "take_index", rows=3)
+        row = layout.row(align=True)
+        row.operator("sequencer.foley_switch_take", text="Use", icon="CHECKMARK")
+        if takes.auditioning():
+            row.operator("sequencer.foley_stop_audition", text="Stop", icon="SNAP_FACE")
+        else:
+            row.operator("sequencer.foley_audition_take", text="Audition", icon="PLAY_SOUND")
+        row.operator("sequencer.foley_delete_take", text="", icon="TRASH")
+        layout.operator("sequencer.foley_regenerate_range", icon="FILE_REFRESH")
+        if not 0 <= settings.take_index < len(settings.takes):
             return
-        take = settings.takes[settings.active_take]
+        take = settings.takes[settings.take_index]
         col = layout.column(align=True)
         col.label(text=f"“{take.caption}”" if take.caption else "(no caption)")
         col.label(text=f"{take.model_id} · {take.sampler} · {take.steps} steps · "
                        f"guidance {take.guidance:g}")
         col.label(text=f"Frames {take.frame_start}–{take.frame_end} · {take.sample_rate} Hz")
+        if take.is_range:
+            col.label(text=f"Range {take_range_text(take)} redone from {take.based_on}")
         col.label(text=f"Markers: {take.marker_tag}* · {take.created}")
         siblings = [s for s in compat.all_strips(compat.vse_scene(context).sequence_editor)
                     if s.foley.is_foley and s.foley.source == settings.source and s != strip]

@@ -24,7 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from foley_protocol.protocol import MAX_FRAME_SIDE_PX, MAX_RAW_FRAMES_BYTES, MAX_DURATION_S
+from foley_protocol.protocol import (
+    INPAINT_MARGIN_S,
+    MAX_DURATION_S,
+    MAX_FRAME_SIDE_PX,
+    MAX_RAW_FRAMES_BYTES,
+)
 from v2a_server.jobs import Job, JobQueue
 
 logger = logging.getLogger("v2a_server.worker")
@@ -319,6 +324,7 @@ def prepare_inputs(pipe: Any, body: dict[str, Any], buffers: list[Any]) -> dict[
         kwargs["inpaint_audio"] = inpaint_source(inpaint, buffers, duration_s,
                                                  int(pipe.sample_rate))
         kwargs["inpaint_range_s"] = (float(inpaint["start_s"]), float(inpaint["end_s"]))
+        kwargs["inpaint_margin_s"] = INPAINT_MARGIN_S
     return kwargs
 
 

@@ -83,6 +83,9 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**32 - 1
 MAX_ONSET_HINTS = 1024
+# An inpainted range is blended into the kept audio over this many seconds on each side; the
+# result equals the inpaint source exactly outside [start_s - margin, end_s + margin].
+INPAINT_MARGIN_S = 0.2
 MIN_AUDIO_SAMPLE_RATE = 8000
 MAX_AUDIO_SAMPLE_RATE = 192000
 MAX_AUDIO_CHANNELS = 2

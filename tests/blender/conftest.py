@@ -191,9 +191,11 @@ def prefs(addon, bpy_module):
     p = bpy_module.context.preferences.addons[ADDON_MODULE].preferences
     saved = {k: getattr(p, k) for k in ("server_address", "server_public_key", "output_dir",
                                          "steps", "variations", "connect_timeout_s",
-                                         "job_timeout_s", "marker_prefix")}
+                                         "job_timeout_s", "marker_prefix",
+                                         "range_variations")}
     p.steps = 2
     p.variations = 1
+    p.range_variations = 1
     p.connect_timeout_s = 3.0
     p.job_timeout_s = 120.0
     yield p

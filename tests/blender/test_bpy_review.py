@@ -365,19 +365,27 @@ def test_regenerate_with_markers_sends_the_edited_markers_as_hints(generated, jo
     assert bpy.ops.sequencer.foley_regenerate_markers() == {"FINISHED"}
     job = jobs.manager().jobs[-1]
     assert job.settings["onset_hints_s"] == pytest.approx(expected, abs=1e-5)
-    assert job.settings["seed"] == int(take.seed) and "inpaint" not in job.settings
+    assert job.settings["seed"] == int(take.seed)
+    assert job.regen is not None and job.regen.whole_take  # nothing of the old take is sent
     jobs.wait_until_idle(timeout_s=180)
     assert job.state == "done", job.message
-    strips = foley_strips(scene)
-    assert len(strips) == 2
-    new = next(s for s in strips if s != sound).foley.takes[0]
+    # A new take of the same Foley strip (takes list), which the strip now plays.
+    assert foley_strips(scene) == [sound]
+    record = sound.foley
+    assert len(record.takes) == 2 and record.active_take == 1
+    take, new = record.takes[0], record.takes[1]
     assert new.hinted and not take.hinted
     assert (new.number, new.seed, new.caption) == (2, take.seed, take.caption)
     assert (new.frame_start, new.frame_end) == (take.frame_start, take.frame_end)
+    assert new.based_on == take.take_id
     picture = Path(bpy.path.abspath(new.sync_picture))
     assert picture == folder / "Clip_take002_sync.001.png" and png_size(picture) == (1280, 720)
     assert squatter.read_bytes() == b"not ours"
-    # The first take and its markers are untouched.
+    # The new take's markers are its own onsets; the first take's edited markers come back,
+    # as the editor left them, when the strip switches back to it.
+    assert all(m.name.startswith(new.marker_tag) for m in scene.timeline_markers
+               if m.name.startswith("Foley "))
+    addon_module("takes").switch_take(scene, sound, 0)
     assert [round(r.time_s, 5) for r in review_ops.review_rows(scene, take)] == \
         pytest.approx(expected, abs=1e-5)
 
@@ -388,15 +396,16 @@ def test_regenerate_preview_range_keeps_the_take_outside_it(generated, jobs):
     scene.frame_preview_start, scene.frame_preview_end = 25, 48  # take time 1.0 .. 2.0 s
     assert bpy.ops.sequencer.foley_regenerate_markers(use_preview_range=True) == {"FINISHED"}
     job = jobs.manager().jobs[-1]
-    inpaint = job.settings["inpaint"]
-    assert inpaint["inpaint_range_s"] == pytest.approx((1.0, 2.0))
-    old, rate = wav_samples(sound_file(sound))
-    assert inpaint["inpaint_sample_rate"] == rate
-    assert np.array_equal(inpaint["inpaint_audio"], old)
+    assert job.regen.range_s == pytest.approx((1.0, 2.0)) and not job.regen.whole_take
+    old_path = sound_file(sound)
+    old, rate = wav_samples(old_path)
+    assert job.regen.sample_rate == rate
+    assert np.array_equal(job.regen.audio, old)
     jobs.wait_until_idle(timeout_s=180)
     assert job.state == "done", job.message
-    new_strip = next(s for s in foley_strips(scene) if s != sound)
-    new, _ = wav_samples(sound_file(new_strip))
+    assert foley_strips(scene) == [sound] and len(sound.foley.takes) == 2
+    new, _ = wav_samples(sound_file(sound))  # the strip now plays the new take
+    assert sound_file(sound) != old_path and np.array_equal(wav_samples(old_path)[0], old)
     assert new.shape == old.shape
     # Outside the range (and the model's crossfade margin) the take's audio is kept.
     keep = np.r_[0:int(0.7 * rate), int(2.3 * rate):len(old)]

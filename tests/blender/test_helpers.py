@@ -117,6 +117,28 @@ def test_format_eta():
     assert sync.format_eta(65) == "ETA 1 min 05 s"
 
 
+def test_regeneration_range_rules_in_order():
+    take = (10, 110)  # frames [10, 110) at 25 fps
+    # The preview range (inclusive end) wins over markers and the playhead.
+    r = sync.regeneration_range(*take, 25.0, 60, preview=(20, 29), selected_marker_frames=[40, 80])
+    assert (r.start, r.end, r.origin) == (20, 30, "preview range")
+    assert r.seconds(10, 25.0) == pytest.approx((0.4, 0.8))
+    r = sync.regeneration_range(*take, 25.0, 60, selected_marker_frames=[80, 40, 55])
+    assert (r.start, r.end, r.origin) == (40, 80, "selected markers")
+    # One marker (or two on the same frame) is no span: the playhead ± 1 s.
+    r = sync.regeneration_range(*take, 25.0, 60, selected_marker_frames=[40, 40])
+    assert (r.start, r.end) == (35, 85) and r.origin.startswith("current frame")
+    r = sync.regeneration_range(*take, 30 / 1.001, 60)
+    assert (r.start, r.end) == (30, 90)
+    # Clipped to the take.
+    r = sync.regeneration_range(*take, 25.0, 12)
+    assert (r.start, r.end) == (10, 37)
+    with pytest.raises(ValueError, match="does not overlap"):
+        sync.regeneration_range(*take, 25.0, 200)
+    with pytest.raises(ValueError, match="whole take"):
+        sync.regeneration_range(*take, 25.0, 60, preview=(0, 500))
+
+
 # ---- media ---------------------------------------------------------------------------------
 
 
@@ -175,6 +197,32 @@ def test_wav_float32_reads_back():
     data, rate = soundfile.read(io.BytesIO(media.wav_float32(audio, 48000)), dtype="float32")
     assert rate == 48000
     np.testing.assert_array_equal(data, audio)
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "PCM_16", "PCM_24", "PCM_32"])
+def test_read_wav_decodes_what_soundfile_writes(tmp_path, subtype):
+    soundfile = pytest.importorskip("soundfile")
+    rng = np.random.default_rng(1)
+    stereo = (rng.uniform(-0.9, 0.9, (1000, 2))).astype(np.float32)
+    path = tmp_path / "x.wav"
+    soundfile.write(str(path), stereo, 44100, subtype=subtype)
+    audio, rate = media.read_wav(path.read_bytes())
+    expected, _ = soundfile.read(str(path), dtype="float32")
+    assert rate == 44100 and audio.dtype == np.float32
+    np.testing.assert_allclose(audio, expected.mean(axis=1), atol=1e-6)
+    ours = np.linspace(-1, 1, 333, dtype=np.float32)
+    assert np.array_equal(media.read_wav(media.wav_float32(ours, 48000))[0], ours)
+    with pytest.raises(ValueError, match="not a WAV"):
+        media.read_wav(b"RIFF0000AVI LIST")
+
+
+def test_keep_outside_puts_the_old_samples_back_outside_range_and_margin():
+    old = np.arange(100, dtype=np.float32)
+    new = -np.ones(100, np.float32)
+    out = media.keep_outside(new, old, 10, 3.0, 5.0, 0.5)  # 10 Hz: samples [25, 55) are new
+    assert np.array_equal(out[:25], old[:25]) and np.array_equal(out[55:], old[55:])
+    assert np.all(out[25:55] == -1)
+    assert np.all(new == -1)  # not modified in place
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -261,18 +309,3 @@ def test_flags_only_beyond_one_frame(frames, flagged):
     assert is_flagged(offset_s, fps) is flagged
     assert is_flagged(None, fps) is False  # no motion event: nothing to be out of sync with
 
-
-def test_read_wav_float_and_pcm(tmp_path):
-    sf = pytest.importorskip("soundfile")
-    audio = np.sin(np.linspace(0, 40, 4800)).astype(np.float32) * 0.5
-    got, rate = media.read_wav(media.wav_float32(audio, 48000))
-    assert rate == 48000 and np.array_equal(got, audio)
-    for subtype, tolerance in (("PCM_16", 1e-4), ("PCM_24", 1e-6), ("PCM_32", 1e-8)):
-        path = tmp_path / f"{subtype}.wav"
-        stereo = np.stack([audio, -audio], axis=1)
-        sf.write(str(path), stereo, 44100, subtype=subtype)
-        got, rate = media.read_wav(path.read_bytes())
-        assert rate == 44100 and got.shape == stereo.shape
-        assert np.allclose(got, stereo, atol=tolerance)
-    with pytest.raises(ValueError, match="not a WAV"):
-        media.read_wav(b"OggS" + b"\0" * 40)
