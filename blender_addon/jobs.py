@@ -112,6 +112,10 @@ class JobManager:
         self.server_status: dict[str, Any] | None = None
         self.last_message: tuple[str, str] = ("", "INFO")  # (text, INFO | WARNING | ERROR)
         self.tick_seconds: list[float] = []  # duration of every poll_jobs call (for tests)
+        # (seconds, what the tick did: "poll", "capture", "send", "place") of the slowest
+        # ticks, for bench/bench_addon_overhead.py's per-phase report
+        self.tick_phases: list[tuple[float, str]] = []
+        self._phase = "poll"
         self._numbers = itertools.count(1)
         self._status_request: str | None = None
         self._last_status_at = 0.0
@@ -202,11 +206,16 @@ class JobManager:
 
     def poll(self) -> float | None:
         t0 = time.perf_counter()
+        self._phase = "poll"
         try:
             return self._poll(t0)
         finally:
-            self.tick_seconds.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.tick_seconds.append(elapsed)
             del self.tick_seconds[:-10000]
+            if self._phase != "poll" or elapsed > 0.010:
+                self.tick_phases.append((elapsed, self._phase))
+                del self.tick_phases[:-10000]
             compat.tag_redraw_sequencer()
 
     def _poll(self, t0: float) -> float | None:
@@ -249,6 +258,7 @@ class JobManager:
         return IDLE_INTERVAL_S
 
     def _capture_step(self, job: Job, client, t0: float) -> None:
+        self._phase = "capture"
         snap = job.snapshot
         try:
             if job.capture is None:
@@ -275,6 +285,7 @@ class JobManager:
     def _send(self, job: Job, client) -> None:
         from foley_protocol.protocol import ProtocolError
 
+        self._phase = "send" if self._phase == "poll" else f"{self._phase}+send"
         capture = job.capture
         job.timings_s["capture_s"] = capture.seconds
         job.timings_s["capture_longest_step_s"] = capture.longest_step_s
@@ -334,6 +345,7 @@ class JobManager:
         from foley_protocol.client import result_audio_numpy, result_sync_pictures
 
         job.state = "placing"
+        self._phase = "place"
         t0 = time.perf_counter()
         body = event.body
         job.result_body = body

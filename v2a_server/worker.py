@@ -20,6 +20,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -166,8 +167,15 @@ class ModelWorker(threading.Thread):
                                                   time.monotonic() - job.started_at)))
             t_prep = time.monotonic()
             inputs = prepare_inputs(self.pipe, job.body, job.buffers)
+            # The motion events need only the frames: computed beside the generation (OpenCV
+            # releases the GIL), so they add nothing to the wait where a core is free.
+            motion = _REVIEW_POOL.submit(frame_motion, inputs["frames"], inputs["frames_fps"])
             t_pipe = time.monotonic()
-            output = self.pipe(**inputs, callback_on_step_end=on_step_end)
+            try:
+                output = self.pipe(**inputs, callback_on_step_end=on_step_end)
+            except BaseException:
+                motion.cancel()
+                raise
             if job.cancel_event.is_set():  # cancelled after the last step: still cancelled
                 raise GenerationCancelled(job.cancel_message)
             t_enc = time.monotonic()
@@ -177,7 +185,7 @@ class ModelWorker(threading.Thread):
                                          float(self.pipe.latent_fps))
             t_review = time.monotonic()
             try:
-                add_review(body, buffers, job.body, inputs["frames"], inputs["frames_fps"],
+                add_review(body, buffers, job.body, motion.result(), inputs["frames_fps"],
                            output.audio, int(output.sample_rate))
             except Exception as exc:  # review data is extra: never lose the take over it
                 logger.exception("%s: sync review data failed", job.label)
@@ -385,18 +393,27 @@ def build_result(output: Any, request: dict[str, Any], steps: int,
 # ---- sync review: motion events, audio onsets, sync pictures ----------------------------
 
 
+_REVIEW_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v2a-review")
+
+
+def frame_motion(frames: np.ndarray, frames_fps: float):
+    """The visual motion events of the frames received, computed as AV-Align does."""
+    from v2a_server.metrics import motion_events
+
+    return motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
+
+
 def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any],
-               frames: np.ndarray, frames_fps: float, audio: Any, sample_rate: int) -> None:
+               motion: Any, frames_fps: float, audio: Any, sample_rate: int) -> None:
     """Add the sync review data to a result body (in place).
 
-    ``motion``: the visual motion events of the frames received, computed as AV-Align does
-    (``metrics.motion_events``); ``audio_onsets``: the librosa onsets of each generated take
-    (as AA-Align detects them); with ``request.sync_picture`` also one PNG per take
-    (``sync_picture.draw_sync_picture``), appended to ``buffers``.
+    ``motion``: the visual motion events of the frames received (``frame_motion``);
+    ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them);
+    with ``request.sync_picture`` also one PNG per take (``sync_picture.draw_sync_picture``),
+    appended to ``buffers``.
     """
-    from v2a_server.metrics import audio_onsets_waveform, motion_events
+    from v2a_server.metrics import audio_onsets_waveform
 
-    motion = motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
     energy = np.nan_to_num(motion.energy, nan=0.0, posinf=0.0)
     duration_s = float(request["duration_s"])
     times = motion.times_s[motion.times_s <= duration_s]  # frames past the audio: no sound there
