@@ -180,11 +180,8 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 strip.sound_offset = plan.sound_offset_s
             if compat.strip_range(strip)[1] != plan.frame_end:
                 compat.set_strip_end(strip, plan.frame_end)
-            if snapshot.relative_paths and bpy.data.filepath:
-                try:
-                    strip.sound.filepath = bpy.path.relpath(path)
-                except ValueError:  # another drive on Windows: keep it absolute
-                    pass
+            if _stored_path(path, snapshot) != path:
+                strip.sound.filepath = _stored_path(path, snapshot)
             if hasattr(strip, "show_waveform"):
                 strip.show_waveform = True
 
@@ -231,17 +228,9 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 for f in sync.onset_marker_frames([t], first, fps, end)], marker_names)
             take.hinted = bool(settings.get("onset_hints_s"))
             if pictures and variation < len(pictures):
-                stem = os.path.splitext(os.path.basename(path))[0]
-                picture, _n = files.write_new_file(
-                    snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
-                    else f"{stem}_sync.{n:03d}.png", 0, pictures[variation])
+                picture = write_sync_picture(snapshot, path, pictures[variation])
                 created_files.append(picture)
-                take.sync_picture = picture
-                if snapshot.relative_paths and bpy.data.filepath:
-                    try:
-                        take.sync_picture = bpy.path.relpath(picture)
-                    except ValueError:  # another drive on Windows: keep it absolute
-                        pass
+                take.sync_picture = _stored_path(picture, snapshot)
             placed.append(PlacedTake(strip.name, take_id, number, path, track, frames))
         scene.foley.next_take_uid = uid
     except Exception as exc:
@@ -334,12 +323,7 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
                 snapshot.output_dir, lambda n: files.take_filename(record.source, n),
                 number, wav)
             created_files.append(path)
-            stored_path = path
-            if snapshot.relative_paths and bpy.data.filepath:
-                try:
-                    stored_path = bpy.path.relpath(path)
-                except ValueError:  # another drive on Windows: keep it absolute
-                    pass
+            stored_path = _stored_path(path, snapshot)
             take_id = f"T{uid}"
             uid += 1
             take = record.takes.add()
@@ -374,10 +358,7 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
                 if not range_lo <= item.frame < range_hi and item.frame in old_states:
                     item.state = old_states[item.frame]
             if pictures and variation < len(pictures):
-                stem = os.path.splitext(os.path.basename(path))[0]
-                picture, _n = files.write_new_file(
-                    snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
-                    else f"{stem}_sync.{n:03d}.png", 0, pictures[variation])
+                picture = write_sync_picture(snapshot, path, pictures[variation])
                 created_files.append(picture)
                 take.sync_picture = _stored_path(picture, snapshot)
             placed.append(PlacedTake(strip.name, take_id, number, path, strip.channel))
@@ -405,6 +386,16 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
     placed[0].marker_frames = frames
     scene.foley.next_take_uid = uid
     return placed, []
+
+
+def write_sync_picture(snapshot: Snapshot, audio_path: str, png: bytes) -> str:
+    """Write a take's sync picture beside its audio (``<take>_sync.png``, never over a file
+    that exists); returns its path."""
+    stem = os.path.splitext(os.path.basename(audio_path))[0]
+    picture, _n = files.write_new_file(
+        snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
+        else f"{stem}_sync.{n:03d}.png", 0, png)
+    return picture
 
 
 def _stored_path(path: str, snapshot: Snapshot) -> str:
