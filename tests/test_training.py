@@ -156,3 +156,25 @@ def test_hint_shift_moves_audio_and_hints_together_only_for_hinted_samples(tiny_
         opt.step()
     with torch.no_grad():
         assert fixed().item() < before
+
+
+def test_v2a_pack_model_takes_another_vocoder_and_writes_sampling_defaults(tiny_model_dir, tmp_path):
+    from v2a_server.cli import main
+    from v2a_server.configs import build_pipeline
+    from v2a_server.model_store import load_pipeline, save_pipeline
+
+    other = tmp_path / "other"
+    save_pipeline(build_pipeline("tiny", seed=7), other)
+    out = tmp_path / "packed"
+    assert main(["pack-model", "--pipeline", str(tiny_model_dir), "--vocoder-from", str(other),
+                 "--guidance", "1.5", "--controlnet-scale", "1.25", "--out", str(out)]) == 0
+    packed, base, donor = (load_pipeline(p) for p in (out, tiny_model_dir, other))
+    assert (packed.config.default_guidance_scale, packed.config.default_controlnet_scale) == (1.5, 1.25)
+    for name, p in packed.vocoder.state_dict().items():
+        assert torch.equal(p, donor.vocoder.state_dict()[name]), name
+    for name, p in packed.unet.state_dict().items():
+        assert torch.equal(p, base.unet.state_dict()[name]), name
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["pack-model", "--pipeline", str(tiny_model_dir), "--out", str(out)])
+    with pytest.raises(SystemExit, match="--guidance"):
+        main(["pack-model", "--pipeline", str(tiny_model_dir), "--guidance", "0.5", "--out", str(tmp_path / "x")])

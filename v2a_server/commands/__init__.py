@@ -13,4 +13,5 @@ COMMAND_MODULES = (
     "keys",
     "train",
     "demo",
+    "pack_model",
 )

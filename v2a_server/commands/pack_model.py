@@ -1,0 +1,47 @@
+"""`v2a pack-model`: make a shippable pipeline folder from trained stage outputs.
+
+Takes a trained pipeline (e.g. the joint stage's), optionally the vocoder of another folder
+(e.g. ``--stage vocoder`` output), and writes the model with its own sampling defaults in
+``model_index.json`` (used whenever a request leaves guidance / ControlNet scale unset). A text
+encoder that an installed package ships (MiniLM) stays referenced, not copied.
+"""
+
+from __future__ import annotations
+
+NAME = "pack-model"
+HELP = "write a shippable pipeline folder: trained pipeline + vocoder + sampling defaults"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--pipeline", required=True, help="trained pipeline folder")
+    parser.add_argument("--vocoder-from", help="take the vocoder of this pipeline folder")
+    parser.add_argument("--guidance", type=float, help="default classifier-free guidance scale")
+    parser.add_argument("--controlnet-scale", type=float, help="default ControlNet scale")
+    parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from v2a_server.model_store import external_text_encoder, load_pipeline, save_pipeline
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"v2a pack-model: {out} exists and is not empty; choose a new folder")
+    if args.guidance is not None and args.guidance < 1.0:
+        raise SystemExit(f"v2a pack-model: --guidance must be >= 1, got {args.guidance}")
+    if args.controlnet_scale is not None and args.controlnet_scale < 0.0:
+        raise SystemExit(f"v2a pack-model: --controlnet-scale must be >= 0, got {args.controlnet_scale}")
+    pipe = load_pipeline(args.pipeline)
+    if args.vocoder_from:
+        pipe.register_modules(vocoder=load_pipeline(args.vocoder_from).vocoder)
+    defaults = {}
+    if args.guidance is not None:
+        defaults["default_guidance_scale"] = float(args.guidance)
+    if args.controlnet_scale is not None:
+        defaults["default_controlnet_scale"] = float(args.controlnet_scale)
+    pipe.register_to_config(**defaults)
+    save_pipeline(pipe, out, external_text_encoder=external_text_encoder(args.pipeline))
+    print(f"wrote {out} (guidance {pipe.config.default_guidance_scale}, ControlNet scale "
+          f"{pipe.config.default_controlnet_scale})")
+    return 0
