@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vocoder-from", help="take the vocoder of this pipeline folder")
     parser.add_argument("--guidance", type=float, help="default classifier-free guidance scale")
     parser.add_argument("--controlnet-scale", type=float, help="default ControlNet scale")
+    parser.add_argument("--text-encoder-package", choices=("minilm",),
+                        help="reference the text encoder of this installed package instead of "
+                        "copying it (default: as the source folder does)")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
 
 
@@ -41,7 +44,8 @@ def run(args) -> int:
     if args.controlnet_scale is not None:
         defaults["default_controlnet_scale"] = float(args.controlnet_scale)
     pipe.register_to_config(**defaults)
-    save_pipeline(pipe, out, external_text_encoder=external_text_encoder(args.pipeline))
+    external = args.text_encoder_package or external_text_encoder(args.pipeline)
+    save_pipeline(pipe, out, external_text_encoder=external)
     print(f"wrote {out} (guidance {pipe.config.default_guidance_scale}, ControlNet scale "
           f"{pipe.config.default_controlnet_scale})")
     return 0
