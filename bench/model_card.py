@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
                         help="an ablation model's pipeline folder, scored at the default settings")
     parser.add_argument("--rows", default="dpmpp25,dpmpp10,ddpm200,hints,hints_shift,hints_region,t2a,ablations,timbre")
+    parser.add_argument("--timbre-guidance", type=float,
+                        help="guidance scale of the timbre check (default: the model's own)")
     parser.add_argument("--json", help="write all numbers here")
     args = parser.parse_args()
 
@@ -151,7 +153,8 @@ def main() -> None:
             cents = {}
             for material in ("metal", "wood"):
                 out = pipe(frames=video.frames, frames_fps=video.fps, duration_s=duration, seed=i,
-                           caption=f"a {material} object hitting a {material} floor", negative_caption="speech, music")
+                           caption=f"a {material} object hitting a {material} floor", negative_caption="speech, music",
+                           guidance_scale=args.timbre_guidance)
                 cents[material] = spectral_centroid_hz(out.audio[0], out.sample_rate)
             timbre.append(cents)
         print(f"\r{i + 1}/{len(rows)} clips, {time.monotonic() - t_start:.0f} s", end="", flush=True)
