@@ -22,7 +22,7 @@ import pytest
 
 from foley_protocol.client import FoleyClient, result_audio_numpy
 from foley_protocol.protocol import INPAINT_MARGIN_S
-from tests.test_server import JOB_TIMEOUT_S, ServerProcess, small_frames, wait_ready
+from tests.test_server import JOB_TIMEOUT_S, ServerProcess, ready_server, small_frames, wait_ready
 
 SAMPLE_RATE = 16000
 TINY = dict(frames_fps=4.0, caption="glass clinks", steps=2, guidance=3.0)
@@ -30,13 +30,8 @@ TINY = dict(frames_fps=4.0, caption="glass clinks", steps=2, guidance=3.0)
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir, tmp_path_factory):
-    proc = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("range-log")).start()
-    try:
-        with FoleyClient(proc.endpoint, client_name="fixture") as client:
-            wait_ready(client)
+    with ready_server(tiny_model_dir, tmp_path_factory.mktemp("range-log")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture()

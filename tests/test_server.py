@@ -4,6 +4,8 @@ in teardown."""
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import math
 import os
@@ -126,16 +128,23 @@ QUICK = dict(frames_fps=4.0, duration_s=0.5, caption="a door closes", steps=1, g
 SLOW = dict(frames_fps=4.0, duration_s=1.0, caption="rain", steps=40, guidance=3.0)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    proc = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("server-log"),
-                         "--max-queue", "64").start()
+@contextlib.contextmanager
+def ready_server(model_dir, log_dir, *extra: str):
+    """A started ``v2a-server`` whose model has loaded; always stopped afterwards."""
+    proc = ServerProcess(model_dir, log_dir, *extra).start()
     try:
         with FoleyClient(proc.endpoint, client_name="fixture") as client:
             wait_ready(client)
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    with ready_server(tiny_model_dir, tmp_path_factory.mktemp("server-log"),
+                      "--max-queue", "64") as proc:
+        yield proc
 
 
 @pytest.fixture()
@@ -160,7 +169,10 @@ def test_round_trip_frames_to_audio_and_onsets(client, tiny_model_dir):
     assert all(e.type == "progress" for e in events[:-1])
     stages = [p["stage"] for p in progress]
     assert stages[0] == "queued" and progress[0]["queue_position"] >= 1
-    assert stages[1] == "preparing"
+    # A job still finishing from an earlier test may hold the worker: the queue position is
+    # then re-announced, so "queued" may come more than once before "preparing".
+    waiting = stages.index("preparing")
+    assert waiting >= 1 and stages[:waiting] == ["queued"] * waiting
     denoise = [p for p in progress if p["stage"] == "denoise"]
     assert [p["step"] for p in denoise] == [1, 2, 3]
     assert all(p["total_steps"] == 3 and p["queue_position"] == 0 for p in denoise)
