@@ -180,8 +180,9 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 strip.sound_offset = plan.sound_offset_s
             if compat.strip_range(strip)[1] != plan.frame_end:
                 compat.set_strip_end(strip, plan.frame_end)
-            if _stored_path(path, snapshot) != path:
-                strip.sound.filepath = _stored_path(path, snapshot)
+            stored = _stored_path(path, snapshot)
+            if stored != path:
+                strip.sound.filepath = stored
             if hasattr(strip, "show_waveform"):
                 strip.show_waveform = True
 

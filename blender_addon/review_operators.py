@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty
 
-from . import compat, files, jobs, placement, review
+from . import compat, files, jobs, placement, review, takes
 from .preferences import get_preferences
 
 logger = logging.getLogger(__name__)
@@ -421,18 +421,6 @@ def show_image(context, image) -> bool:
 # ---- regenerate with markers ----------------------------------------------------------------
 
 
-def take_audio_for_inpaint(take) -> tuple[object, int]:
-    """The take's audio as mono float32 and its rate (the inpaint buffer)."""
-    import numpy as np
-
-    from . import media
-
-    path = bpy.path.abspath(take.filepath)
-    with open(path, "rb") as fh:
-        samples, rate = media.read_wav(fh.read())
-    return np.ascontiguousarray(samples, dtype=np.float32), rate
-
-
 class SEQUENCER_OT_foley_regenerate_markers(bpy.types.Operator):
     """Generate a new take that follows the active take's edited onset markers (as hints)"""
 
@@ -459,7 +447,7 @@ class SEQUENCER_OT_foley_regenerate_markers(bpy.types.Operator):
         try:
             range_s = preview_range_s(scene, take) if self.use_preview_range else None
             job = build_regenerate_job(context, scene, strip, take, range_s, self.new_seed)
-        except (ValueError, OSError, files.OutputFolderError) as exc:
+        except (ValueError, OSError, files.OutputFolderError, takes.TakeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         manager = jobs.manager()
@@ -554,7 +542,7 @@ def range_request(strip, take, range_s: tuple[float, float], duration_s: float,
         raise ValueError(f"Range {start_s:.3f}-{end_s:.3f} s is not inside take {take.number} "
                          f"(0-{duration_s:.3f} s)")
     end_s = min(end_s, duration_s)
-    audio, rate = take_audio_for_inpaint(take)
+    audio, rate = takes.read_take_audio(take)
     frames = (take.frame_start + round(start_s * fps), take.frame_start + round(end_s * fps))
     return placement.RegenRequest(strip_name=strip.name, take_id=take.take_id, frames=frames,
                                   range_s=(start_s, end_s), audio=audio, sample_rate=rate)

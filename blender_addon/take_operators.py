@@ -8,7 +8,7 @@ import time
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import compat, files, jobs, media, placement, sync, takes
+from . import compat, files, jobs, placement, sync, takes
 from .capture import CaptureError, check_capturable
 from .preferences import get_preferences
 
@@ -129,14 +129,7 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
                 raise CaptureError(f"The picture strip {settings.source!r} of this Foley strip "
                                    "was deleted or renamed")
             check_capturable(scene, source)
-            path = takes.take_path(take)
-            try:
-                with open(path, "rb") as fh:
-                    audio, rate = media.read_wav(fh.read())
-            except (OSError, ValueError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) else str(exc)
-                raise takes.TakeError(f"Cannot read take {take.number}'s file {path}: "
-                                      f"{why}") from None
+            audio, rate = takes.read_take_audio(take)
         except (ValueError, CaptureError, takes.TakeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -160,7 +153,7 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
             "negative_caption": take.negative_caption,
             "seed": None if self.seed < 0 else self.seed,
             "steps": take.steps or prefs.steps or None,
-            "guidance": take.guidance,
+            "guidance": take.guidance if take.guidance >= 1.0 else None,  # 0: model default
             "sampler": take.sampler or prefs.sampler,
             "variations": self.variations or prefs.range_variations,
         }

@@ -74,6 +74,23 @@ def restore_markers(scene, take, scene_fps: float) -> list[int]:
     return sorted(item.frame for item in take.review_markers)
 
 
+def read_take_audio(take):
+    """A take's samples (mono float32) and rate, read from its file (the inpaint source).
+
+    Raises:
+        TakeError: the file is missing or not a WAV this add-on reads (named in the message).
+    """
+    from . import media
+
+    path = take_path(take)
+    try:
+        with open(path, "rb") as fh:
+            return media.read_wav(fh.read())
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise TakeError(f"Cannot read take {take.number}'s file {path}: {why}") from None
+
+
 def load_sound(take):
     """The sound datablock of a take's file (loaded once; relative paths kept relative)."""
     path = take_path(take)
