@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--rows", default="dpmpp25,dpmpp10,ddpm200,hints,hints_shift,hints_region,t2a,ablations,timbre")
     parser.add_argument("--timbre-guidance", type=float,
                         help="guidance scale of the timbre check (default: the model's own)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", help="write all numbers here")
     args = parser.parse_args()
 
@@ -103,7 +104,7 @@ def main() -> None:
     from v2a_server.training.data import read_audio_16k
     from v2a_server.video_io import read_video
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     manifest = Path(args.manifest)
     rows = [r for r in read_manifest(manifest) if r["split"] == "test"][: args.limit]
     pipe = load_pipeline(args.model)

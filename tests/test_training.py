@@ -178,3 +178,33 @@ def test_v2a_pack_model_takes_another_vocoder_and_writes_sampling_defaults(tiny_
         main(["pack-model", "--pipeline", str(tiny_model_dir), "--out", str(out)])
     with pytest.raises(SystemExit, match="--guidance"):
         main(["pack-model", "--pipeline", str(tiny_model_dir), "--guidance", "0.5", "--out", str(tmp_path / "x")])
+
+
+def test_v2a_pack_model_makes_the_ablation_starting_points(tiny_model_dir, tmp_path):
+    """CN: another folder's conditioner without global tokens; CN+Onset: own conditioner without them."""
+    from v2a_server.cli import main
+    from v2a_server.configs import build_pipeline
+    from v2a_server.model_store import load_pipeline, save_pipeline
+
+    donor_dir = tmp_path / "donor"
+    save_pipeline(build_pipeline("tiny", seed=3), donor_dir)
+    cn, cn_onset = tmp_path / "cn", tmp_path / "cn_onset"
+    assert main(["pack-model", "--pipeline", str(tiny_model_dir), "--conditioner-from", str(donor_dir),
+                 "--without-global-tokens", "--out", str(cn)]) == 0
+    assert main(["pack-model", "--pipeline", str(tiny_model_dir), "--without-global-tokens",
+                 "--out", str(cn_onset)]) == 0
+    base, donor = load_pipeline(tiny_model_dir), load_pipeline(donor_dir)
+    for folder, source in ((cn, donor), (cn_onset, base)):
+        pipe = load_pipeline(folder)
+        assert pipe.conditioner.config.num_global_tokens == 0
+        assert pipe.conditioner.global_video_feature is None
+        kept = source.conditioner.state_dict()
+        for name, p in pipe.conditioner.state_dict().items():
+            assert torch.equal(p, kept[name]), name
+        for name, p in pipe.controlnet.state_dict().items():
+            assert torch.equal(p, base.controlnet.state_dict()[name]), name
+        feats = torch.zeros(1, pipe.conditioner.config.video_steps_per_window, pipe.conditioner.config.feature_dim)
+        assert pipe.conditioner(feats).global_tokens.shape[1] == 0
+        out = pipe(video_features=feats[0].numpy(), duration_s=4.0, caption="a knock", seed=0,
+                   num_inference_steps=2, guidance_scale=2.0)
+        assert np.isfinite(out.audio).all() and out.audio.shape[-1] == 4 * out.sample_rate

@@ -4,6 +4,11 @@ Takes a trained pipeline (e.g. the joint stage's), optionally the vocoder of ano
 (e.g. ``--stage vocoder`` output), and writes the model with its own sampling defaults in
 ``model_index.json`` (used whenever a request leaves guidance / ControlNet scale unset). A text
 encoder that an installed package ships (MiniLM) stays referenced, not copied.
+
+It also makes the starting points of the paper's ablations (Table III): ``--conditioner-from``
+takes the video conditioner of another folder (e.g. the T2A stage's, never trained, for "CN":
+a local path trained by the diffusion loss alone) and ``--without-global-tokens`` removes the
+attentively pooled global video tokens (for "CN" and "CN+Onset").
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ HELP = "write a shippable pipeline folder: trained pipeline + vocoder + sampling
 def add_arguments(parser) -> None:
     parser.add_argument("--pipeline", required=True, help="trained pipeline folder")
     parser.add_argument("--vocoder-from", help="take the vocoder of this pipeline folder")
+    parser.add_argument("--conditioner-from", help="take the video conditioner of this pipeline folder")
+    parser.add_argument("--without-global-tokens", action="store_true",
+                        help="remove the global video tokens (the conditioner's attentive pooling)")
     parser.add_argument("--guidance", type=float, help="default classifier-free guidance scale")
     parser.add_argument("--controlnet-scale", type=float, help="default ControlNet scale")
     parser.add_argument("--text-encoder-package", choices=("minilm",),
@@ -38,6 +46,10 @@ def run(args) -> int:
     pipe = load_pipeline(args.pipeline)
     if args.vocoder_from:
         pipe.register_modules(vocoder=load_pipeline(args.vocoder_from).vocoder)
+    if args.conditioner_from:
+        pipe.register_modules(conditioner=load_pipeline(args.conditioner_from).conditioner)
+    if args.without_global_tokens:
+        pipe.register_modules(conditioner=without_global_tokens(pipe.conditioner))
     defaults = {}
     if args.guidance is not None:
         defaults["default_guidance_scale"] = float(args.guidance)
@@ -49,3 +61,15 @@ def run(args) -> int:
     print(f"wrote {out} (guidance {pipe.config.default_guidance_scale}, ControlNet scale "
           f"{pipe.config.default_controlnet_scale})")
     return 0
+
+
+def without_global_tokens(conditioner):
+    """The same conditioner with ``num_global_tokens=0``: every other weight kept."""
+    config = {k: v for k, v in conditioner.config.items() if not k.startswith("_")}
+    config["num_global_tokens"] = 0
+    stripped = type(conditioner).from_config(config)
+    missing, unexpected = stripped.load_state_dict(conditioner.state_dict(), strict=False)
+    dropped = [k for k in unexpected if not k.startswith("global_video_feature.")]
+    if missing or dropped:
+        raise ValueError(f"conditioner weights do not match: missing {missing}, unexpected {dropped}")
+    return stripped
