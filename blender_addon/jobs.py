@@ -50,7 +50,7 @@ class Job:
     number: int
     snapshot: placement.Snapshot
     settings: dict[str, Any]  # caption, negative_caption, seed, steps, guidance, sampler, ...
-    short_side_px: int
+    short_side_px: int  # 0: the server model's input size (capture_side_for)
     connect_deadline: float
     job_timeout_s: float
     state: str = "connecting"
@@ -267,7 +267,8 @@ class JobManager:
                     raise CaptureError(f"Scene {snap.scene_name!r} was deleted")
                 model_fps = float(client.server_info["model_fps"])
                 frames = sync.capture_frames(snap.first, snap.end, snap.scene_fps, model_fps)
-                job.capture = FrameCapture(scene, snap.strip_name, frames, job.short_side_px)
+                short_side = job.short_side_px or sync.capture_side_for(client.server_info)
+                job.capture = FrameCapture(scene, snap.strip_name, frames, short_side)
                 job.state = "capturing"
                 job.timings_s["model_fps"] = model_fps
             budget = max(0.005, TICK_BUDGET_S - (time.perf_counter() - t0))

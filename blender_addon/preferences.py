@@ -51,9 +51,9 @@ class FoleyPreferences(bpy.types.AddonPreferences):
     marker_prefix: StringProperty(name="Marker Prefix", default="Foley ", maxlen=16,
                                   description="Start of the names of onset markers")
     capture_short_side: IntProperty(
-        name="Capture Size", default=224, min=32, max=1080, subtype="PIXEL",
-        description="Short side of the captured frames (the model resizes them anyway; "
-        "smaller is faster)")
+        name="Capture Size", default=0, min=0, max=1080, subtype="PIXEL",
+        description="Short side of the captured frames; 0 = the size the server's model reads "
+        "(the model resizes frames anyway; smaller is faster)")
     connect_timeout_s: FloatProperty(
         name="Connect Timeout", default=5.0, min=0.5, max=120.0, unit="TIME_ABSOLUTE",
         description="How long to wait for the server to answer before giving up")

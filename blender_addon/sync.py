@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 MAX_CHANNEL = 128  # Blender's VSE has channels 1..128
+FALLBACK_CAPTURE_SIDE_PX = 224  # a server that does not say what its model reads (CAVP's size)
+MIN_CAPTURE_SIDE_PX = 32  # the server's motion events for review need some picture
 
 
 def scene_rate(fps: int, fps_base: float) -> float:
@@ -50,6 +52,14 @@ def capture_frames(first: int, end: int, scene_fps: float, model_fps: float) -> 
 def target_samples(duration_s: float, sample_rate: int) -> int:
     """Samples of audio that last ``duration_s`` at ``sample_rate`` (rounded)."""
     return int(round(duration_s * sample_rate))
+
+
+def capture_side_for(server_info: dict | None) -> int:
+    """Short side to capture at when the user leaves it to the model: the side of the square
+    images the server's video encoder reads (the encoder resizes to it anyway, so a larger
+    capture only costs render and transport time)."""
+    size = (server_info or {}).get("model_image_size")
+    return max(MIN_CAPTURE_SIDE_PX, int(size)) if size else FALLBACK_CAPTURE_SIDE_PX
 
 
 def render_percentage(res_x: int, res_y: int, short_side_px: int = 224) -> int:

@@ -319,6 +319,15 @@ def status(client: FoleyClient) -> dict:
     return event.body
 
 
+def test_hello_and_status_say_what_image_size_the_model_reads(client, tiny_model_dir):
+    """The add-on captures frames no larger than the model reads (its capture-size default)."""
+    from v2a_server.model_store import load_pipeline
+
+    side = load_pipeline(tiny_model_dir).video_encoder.config.image_size
+    assert client.server_info["model_image_size"] == side
+    assert status(client)["model_image_size"] == side
+
+
 def test_cancel_during_denoising_stops_within_one_step(client):
     rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
     seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S

@@ -102,6 +102,7 @@ class FoleyServer:
         self.clients: dict[bytes, ClientState] = {}
         self.state = "loading"
         self.model_fps: float | None = None
+        self.model_image_size: int | None = None
         self.sample_rate: int | None = None
         self.workers: list[Any] = []
         self.started_at = time.monotonic()
@@ -253,6 +254,7 @@ class FoleyServer:
                 "version": max(common), "server": SERVER_NAME, "state": self.state,
                 "model_id": self.model_id if self.model_fps is not None else None,
                 "model_fps": self.model_fps, "sample_rate": self.sample_rate,
+                "model_image_size": self.model_image_size,
                 "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
                 "heartbeat_liveness": HEARTBEAT_LIVENESS,
                 "limits": {**LIMITS, "max_queue": self.jobs.max_length},
@@ -322,6 +324,7 @@ class FoleyServer:
             if kind == "loaded":
                 worker = event[1]
                 self.model_fps, self.sample_rate = worker.model_fps, worker.sample_rate
+                self.model_image_size = worker.image_size
                 if self.state == "loading" and all(w.state != "loading" for w in self.workers):
                     self.state = "ready"
                     logger.info("ready: model %s on %s", self.model_id,
@@ -473,6 +476,7 @@ class FoleyServer:
             "state": self.state, "server": SERVER_NAME,
             "model_id": self.model_id if self.model_fps is not None else None,
             "model_fps": self.model_fps, "sample_rate": self.sample_rate,
+            "model_image_size": self.model_image_size,
             "uptime_s": time.monotonic() - self.started_at,
             "queue_length": len(self.jobs), "queue_max": self.jobs.max_length,
             "clients": len(self.clients), "workers": workers,

@@ -71,6 +71,7 @@ class ModelWorker(threading.Thread):
         self.job: Job | None = None
         self.pipe: Any = None
         self.model_fps: float | None = None
+        self.image_size: int | None = None  # the video encoder's input side (None: features only)
         self.sample_rate: int | None = None
         self._stop_event = threading.Event()
 
@@ -114,6 +115,8 @@ class ModelWorker(threading.Thread):
         pipe = load_pipeline(self.model_dir, device=self.device, dtype=dtype)
         self.pipe = pipe
         self.model_fps = float(pipe.model_fps)
+        encoder = getattr(pipe, "video_encoder", None)
+        self.image_size = int(encoder.config.image_size) if encoder is not None else None
         self.sample_rate = int(pipe.sample_rate)
         logger.info("worker %s: model %s loaded in %.1f s (%s, model_fps %.3g, %d Hz, "
                     "%d torch threads)", self.device, self.model_dir, time.monotonic() - t0,

@@ -57,6 +57,16 @@ def test_render_percentage_keeps_the_short_side():
         assert min(w, h) * pct // 100 >= 224  # Blender floors the scaled size
 
 
+def test_capture_side_follows_the_server_model():
+    assert sync.capture_side_for({"model_image_size": 48}) == 48  # the default model: 5 % of 1080p
+    assert sync.capture_side_for({"model_image_size": 224}) == 224  # CAVP
+    assert sync.capture_side_for({"model_image_size": 8}) == sync.MIN_CAPTURE_SIDE_PX
+    assert sync.capture_side_for({"model_image_size": None}) == sync.FALLBACK_CAPTURE_SIDE_PX
+    assert sync.capture_side_for({}) == sync.FALLBACK_CAPTURE_SIDE_PX  # an older server
+    assert sync.capture_side_for(None) == sync.FALLBACK_CAPTURE_SIDE_PX
+    assert sync.render_percentage(1920, 1080, 48) == 5  # 96 x 54
+
+
 def test_plan_sound_on_a_frame_needs_no_offset():
     plan = sync.plan_sound(101, 240, 25.0, has_sound_offset=True)
     assert plan == sync.SoundPlacement(101, 0.0, 341)
