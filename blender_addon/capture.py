@@ -140,6 +140,8 @@ class FrameCapture:
         self.scene_name = scene.name
         self.strip_name = strip_name
         self.frames = list(frames)
+        self.short_side_px = short_side_px
+        self.cache_key: str | None = None  # set by the job loop (capture_cache)
         self.percentage = sync.render_percentage(scene.render.resolution_x,
                                                  scene.render.resolution_y, short_side_px)
         self.images: np.ndarray | None = None  # [T, H, W, 3] uint8 once the size is known

@@ -25,6 +25,7 @@ from typing import Any
 import bpy
 
 from . import compat, placement, sync
+from . import capture_cache
 from .capture import CaptureError, FrameCapture
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class JobManager:
                 model_fps = float(client.server_info["model_fps"])
                 frames = sync.capture_frames(snap.first, snap.end, snap.scene_fps, model_fps)
                 short_side = job.short_side_px or sync.capture_side_for(client.server_info)
-                job.capture = FrameCapture(scene, snap.strip_name, frames, short_side)
+                job.capture = self._start_capture(scene, snap.strip_name, frames, short_side)
                 job.state = "capturing"
                 job.timings_s["model_fps"] = model_fps
             budget = max(0.005, TICK_BUDGET_S - (time.perf_counter() - t0))
@@ -283,6 +284,32 @@ class JobManager:
             return
         self._send(job, client)
 
+    @staticmethod
+    def _start_capture(scene, strip_name: str, frames: list[int], short_side: int):
+        """A FrameCapture, or the frames of an identical earlier capture (capture_cache)."""
+        strip = compat.all_strips(scene.sequence_editor).get(strip_name) if scene.sequence_editor else None
+        key = None
+        if strip is not None and any(s == strip for s in compat.strips(scene.sequence_editor)):
+            key = capture_cache.picture_key(scene, strip, frames, short_side)
+            images = capture_cache.get(key)
+            if images is not None:
+                return CachedCapture(frames, images)
+        capture = FrameCapture(scene, strip_name, frames, short_side)
+        capture.cache_key = key
+        return capture
+
+    @staticmethod
+    def _remember_capture(capture) -> None:
+        """Keep a finished capture's frames, unless the strip changed while it ran."""
+        key = getattr(capture, "cache_key", None)
+        scene = bpy.data.scenes.get(getattr(capture, "scene_name", ""))
+        if key is None or scene is None or scene.sequence_editor is None:
+            return
+        strip = compat.all_strips(scene.sequence_editor).get(capture.strip_name)
+        if strip is not None and capture_cache.picture_key(
+                scene, strip, capture.frames, capture.short_side_px) == key:
+            capture_cache.put(key, capture.images)
+
     def _send(self, job: Job, client) -> None:
         from foley_protocol.protocol import ProtocolError
 
@@ -294,6 +321,8 @@ class JobManager:
         images = capture.images
         capture.close()
         job.capture = None
+        job.timings_s["capture_cached"] = float(isinstance(capture, CachedCapture))
+        self._remember_capture(capture)
         s = job.settings
         t_send = time.perf_counter()
         inpaint = {}
@@ -377,6 +406,28 @@ class JobManager:
         if warnings:
             text += "; " + "; ".join(warnings)
         self._end(job, "done", text, "WARNING" if warnings else "INFO")
+
+
+class CachedCapture:
+    """Frames from capture_cache, shaped like a finished FrameCapture."""
+
+    def __init__(self, frames: list[int], images):
+        self.frames = list(frames)
+        self.images = images
+        self.done = len(self.frames)
+        self.seconds = 0.0
+        self.longest_step_s = 0.0
+        self.finished = True
+        self.fraction = 1.0
+
+    def eta_s(self) -> float:
+        return 0.0
+
+    def step(self, budget_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 def _unreachable_message(client, job: Job, uses_key: bool) -> str:
@@ -470,6 +521,7 @@ def report(message: str, level: str = "INFO") -> None:
 @bpy.app.handlers.persistent
 def _on_load_pre(*_args) -> None:
     """Opening another file ends the jobs of this one (their strips are going away)."""
+    capture_cache.clear()
     if _manager is not None:
         _manager.cancel(reason="Another file was opened")
 
