@@ -59,9 +59,12 @@ def test_picture_key_changes_with_the_picture_and_only_then(project, movie_path)
     changes = []
     movie.transform.offset_x += 7
     changes.append(_key(scene, movie))
-    modifier = movie.modifiers.new(name="Bright", type="BRIGHT_CONTRAST")
-    changes.append(_key(scene, movie))
-    modifier.bright = 0.25
+    if bpy.app.version < (5, 0, 0):  # 5.0's strip.modifiers.new() segfaults headless (bpy 5.0.x)
+        modifier = movie.modifiers.new(name="Bright", type="BRIGHT_CONTRAST")
+        changes.append(_key(scene, movie))
+        modifier.bright = 0.25
+        changes.append(_key(scene, movie))
+    movie.color_saturation = 0.5
     changes.append(_key(scene, movie))
     trim(movie, head=3)
     changes.append(_key(scene, movie))
