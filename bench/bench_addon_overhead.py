@@ -126,6 +126,8 @@ def timed_request(jobs, seed: int) -> dict:
            "placement_s": t["placement_s"], "generation_s": s["pipeline_s"],
            "frames": t["frames"], "model_fps": t["model_fps"],
            "capture_cached": t["capture_cached"],
+           # parts of "transport" spent on the server outside the pipeline
+           "server_prepare_s": s.get("prepare_s", 0.0), "server_review_s": s.get("review_s", 0.0),
            "tick_max_ms": 1000 * ticks[-1],
            "tick_p95_ms": 1000 * ticks[int(0.95 * (len(ticks) - 1))]}
     row["overhead_s"] = row["capture_s"] + row["send_s"] + row["transport_s"] + row["placement_s"]
@@ -205,6 +207,8 @@ def main() -> int:
                 print(f"{label:8s} {kind:10s} capture {row['capture_s']:6.2f} s ({row['frames']} "
                       f"frames) | send {row['send_s']:.3f} | transport {row['transport_s']:.3f} | "
                       f"placement {row['placement_s']:.3f} | generation {row['generation_s']:6.2f} s"
+                      f" (server: prepare {row['server_prepare_s']:.3f}, review data "
+                      f"{row['server_review_s']:.3f})"
                       f" | ratio {100 * row['ratio']:5.1f} % | tick max {row['tick_max_ms']:.0f} "
                       f"ms, p95 {row['tick_p95_ms']:.0f} ms; slowest tick by phase (ms) "
                       f"{row['tick_max_ms_by_phase']}")

@@ -34,6 +34,9 @@ MAX_DEPTH = 6  # pointer nesting followed (strip → modifier → curve mapping 
 _IGNORED = frozenset({
     "rna_type", "select", "select_left_handle", "select_right_handle", "lock", "show_expanded",
     "color_tag", "is_active", "show_retiming_keys", "is_override_data", "use_proxy",
+    # MovieStrip.fps opens the file on every read (~140 ms): the file's size and mtime
+    # stand for it, and the scene's rate is in _scene_state.
+    "fps",
 })
 # Data-blocks that carry a whole picture of their own (with animation): no cheap fingerprint.
 _OPAQUE_IDS = tuple(t for t in (getattr(bpy.types, n, None) for n in ("Scene", "MovieClip", "Mask", "Object"))

@@ -47,3 +47,16 @@ def test_picture_is_a_png_of_the_asked_size(tmp_path, size):
     assert path.read_bytes() == png
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.size) == ("PNG", size)
+
+
+def test_waveform_envelope_keeps_every_peak():
+    from v2a_server.sync_picture import waveform_envelope
+
+    audio = np.zeros(16000, np.float32)
+    audio[[100, 5000, 15999]] = [0.9, -0.7, 0.5]
+    times, low, high = waveform_envelope(audio, 16000.0, 1280)
+    assert len(times) == len(low) == len(high) == 1280
+    assert high.max() == np.float32(0.9) and low.min() == np.float32(-0.7) and high[-1] == np.float32(0.5)
+    assert np.all(np.diff(times) > 0) and 0 < times[0] < times[-1] < 1.0
+    short = waveform_envelope(np.array([0.1, -0.2], np.float32), 16000.0, 1280)
+    assert [len(x) for x in short] == [2, 2, 2]
