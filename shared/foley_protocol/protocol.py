@@ -271,17 +271,22 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     "status": {},
 }
 
+# What the server says of its model, in hello_reply and status_reply (nil while loading).
+_MODEL_INFO: dict[str, Field] = {
+    "model_id": Field("str", nullable=True, max_len=MAX_TEXT_CHARS),
+    "model_fps": Field("float", nullable=True, lo=0.0, lo_open=True, hi=MAX_FPS),
+    "sample_rate": Field("int", nullable=True, lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
+    "model_image_size": Field("int", required=False, nullable=True, lo=1, hi=MAX_FRAME_SIDE_PX,
+                              doc="side of the square images the model's video encoder reads: "
+                              "frames need not be larger (absent from older servers)"),
+}
+
 REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
     "hello_reply": {
         "version": Field("int", lo=1, hi=1000),
         "server": Field("str", max_len=MAX_TEXT_CHARS),
         "state": Field("str", choices=SERVER_STATES),
-        "model_id": Field("str", nullable=True, max_len=MAX_TEXT_CHARS),
-        "model_fps": Field("float", nullable=True, lo=0.0, lo_open=True, hi=MAX_FPS),
-        "sample_rate": Field("int", nullable=True, lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
-        "model_image_size": Field("int", required=False, nullable=True, lo=1, hi=MAX_FRAME_SIDE_PX,
-                                  doc="side of the square images the model's video encoder reads: "
-                                  "frames need not be larger (absent from older servers)"),
+        **_MODEL_INFO,
         "heartbeat_interval_s": Field("float", lo=MIN_HEARTBEAT_INTERVAL_S,
                                       hi=MAX_HEARTBEAT_INTERVAL_S),
         "heartbeat_liveness": Field("int", lo=1, hi=100),
@@ -361,12 +366,7 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
     "status_reply": {
         "state": Field("str", choices=SERVER_STATES),
         "server": Field("str", max_len=MAX_TEXT_CHARS),
-        "model_id": Field("str", nullable=True, max_len=MAX_TEXT_CHARS),
-        "model_fps": Field("float", nullable=True, lo=0.0, lo_open=True, hi=MAX_FPS),
-        "sample_rate": Field("int", nullable=True, lo=1, hi=MAX_AUDIO_SAMPLE_RATE),
-        "model_image_size": Field("int", required=False, nullable=True, lo=1, hi=MAX_FRAME_SIDE_PX,
-                                  doc="side of the square images the model's video encoder reads: "
-                                  "frames need not be larger (absent from older servers)"),
+        **_MODEL_INFO,
         "uptime_s": Field("float", lo=0.0, hi=1e12),
         "queue_length": Field("int", lo=0, hi=1_000_000),
         "queue_max": Field("int", lo=0, hi=1_000_000),

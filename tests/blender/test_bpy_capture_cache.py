@@ -94,12 +94,17 @@ def test_keyframed_opacity_and_scene_strips(project, movie_path):
     assert _key(scene, scene_strip) is None
 
 
-def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs, jobs, movie_path):
-    cache = addon_module("capture_cache")
+def _captioned_movie(server, prefs, movie_path, frame_start):
     prefs.server_address = server.endpoint
     scene = setup_scene(FPS)
-    movie = add_movie(scene, movie_path, channel=1, frame_start=10)
+    movie = add_movie(scene, movie_path, channel=1, frame_start=frame_start)
     movie.foley.caption = "knocks"
+    return scene, movie
+
+
+def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs, jobs, movie_path):
+    cache = addon_module("capture_cache")
+    scene, movie = _captioned_movie(server, prefs, movie_path, frame_start=10)
 
     assert generate(seed=1) == {"FINISHED"}
     jobs.wait_until_idle(timeout_s=120)
@@ -127,10 +132,7 @@ def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs,
 
 def test_a_strip_edited_during_capture_is_not_cached(project, server, prefs, jobs, movie_path):
     cache = addon_module("capture_cache")
-    prefs.server_address = server.endpoint
-    scene = setup_scene(FPS)
-    movie = add_movie(scene, movie_path, channel=1, frame_start=1)
-    movie.foley.caption = "knocks"
+    scene, movie = _captioned_movie(server, prefs, movie_path, frame_start=1)
     manager = jobs.manager()
     assert generate(seed=1) == {"FINISHED"}
     job = manager.jobs[-1]
