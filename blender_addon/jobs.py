@@ -430,6 +430,37 @@ class CachedCapture:
         pass
 
 
+def connected_manager(prefs) -> JobManager:
+    """The job manager, connected to the preferences' server.
+
+    Raises:
+        ValueError: jobs still run on another server (one client at a time).
+    """
+    jobs_manager = manager()
+    server = (prefs.server_address.strip(), prefs.server_public_key.strip())
+    jobs_manager.ensure_client(*server)
+    if jobs_manager.client_key != server:
+        raise ValueError("Foley jobs are still running on the previous server: wait for them "
+                         "or cancel them before switching servers")
+    return jobs_manager
+
+
+def new_job(jobs_manager: JobManager, prefs, scene, source, frames: tuple[int, int],
+            scene_fps: float, output_dir: str, settings: dict[str, Any],
+            regen: placement.RegenRequest | None = None) -> Job:
+    """A job for the picture of ``source`` over timeline ``frames`` [first, end)."""
+    first, end = frames
+    snapshot = placement.Snapshot(
+        scene_name=scene.name, strip_name=source.name, channel=source.channel, first=first,
+        end=end, content_start=compat.content_start(source), scene_fps=scene_fps,
+        output_dir=output_dir, relative_paths=prefs.output_dir.strip().startswith("//"),
+        marker_prefix=prefs.marker_prefix)
+    return Job(number=jobs_manager.new_number(), snapshot=snapshot, settings=settings,
+               short_side_px=prefs.capture_short_side,
+               connect_deadline=time.monotonic() + prefs.connect_timeout_s,
+               job_timeout_s=prefs.job_timeout_s, regen=regen)
+
+
 def _unreachable_message(client, job: Job, uses_key: bool) -> str:
     waited = time.monotonic() - job.created_at
     info = client.server_info or {}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import compat, files, jobs, placement, sync
+from . import compat, files, jobs, sync
 from .capture import CaptureError, check_capturable
 from .preferences import get_preferences
 
@@ -70,15 +69,12 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
             "sampler": prefs.sampler,
             "variations": self.variations or prefs.variations,
         }
-        manager = jobs.manager()
-        server = (prefs.server_address.strip(), prefs.server_public_key.strip())
-        manager.ensure_client(*server)
-        if manager.client_key != server:
-            self.report({"ERROR"}, "Foley jobs are still running on the previous server: wait "
-                        "for them or cancel them before switching servers")
+        try:
+            manager = jobs.connected_manager(prefs)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         queued, problems = [], []
-        now = time.monotonic()
         for strip in candidates:
             try:
                 check_capturable(scene, strip)
@@ -95,18 +91,8 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
             if not caption.strip():
                 problems.append(f"{strip.name!r} has no caption: the model will only follow "
                                 "the picture")
-            snapshot = placement.Snapshot(
-                scene_name=scene.name, strip_name=strip.name, channel=strip.channel,
-                first=first, end=end, content_start=compat.content_start(strip),
-                scene_fps=scene_fps, output_dir=output_dir,
-                relative_paths=prefs.output_dir.strip().startswith("//"),
-                marker_prefix=prefs.marker_prefix)
-            manager.add(jobs.Job(
-                number=manager.new_number(), snapshot=snapshot,
-                settings={**settings_common, "caption": caption},
-                short_side_px=prefs.capture_short_side,
-                connect_deadline=now + prefs.connect_timeout_s,
-                job_timeout_s=prefs.job_timeout_s))
+            manager.add(jobs.new_job(manager, prefs, scene, strip, (first, end), scene_fps,
+                                     output_dir, {**settings_common, "caption": caption}))
             queued.append(strip.name)
         jobs.ensure_timer()
         if not queued:

@@ -500,22 +500,8 @@ def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, floa
                                        audio=None, sample_rate=0)
     else:
         regen = range_request(strip, take, range_s, duration_s, fps)
-    manager = jobs.manager()
-    server = (prefs.server_address.strip(), prefs.server_public_key.strip())
-    manager.ensure_client(*server)
-    if manager.client_key != server:
-        raise ValueError("Foley jobs are still running on the previous server: wait for them "
-                         "or cancel them before switching servers")
-    snapshot = placement.Snapshot(
-        scene_name=scene.name, strip_name=source.name, channel=source.channel, first=first,
-        end=end, content_start=compat.content_start(source), scene_fps=fps,
-        output_dir=output_dir, relative_paths=prefs.output_dir.strip().startswith("//"),
-        marker_prefix=prefs.marker_prefix)
-    now = time.monotonic()
-    return jobs.Job(number=manager.new_number(), snapshot=snapshot, settings=settings,
-                    short_side_px=prefs.capture_short_side,
-                    connect_deadline=now + prefs.connect_timeout_s,
-                    job_timeout_s=prefs.job_timeout_s, regen=regen)
+    manager = jobs.connected_manager(prefs)
+    return jobs.new_job(manager, prefs, scene, source, (first, end), fps, output_dir, settings, regen)
 
 
 def preview_range_s(scene, take) -> tuple[float, float]:

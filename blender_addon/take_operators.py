@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import bpy
 from bpy.props import IntProperty, StringProperty
@@ -135,19 +134,11 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
             return {"CANCELLED"}
 
         range_s = chosen.seconds(take.frame_start, fps)
-        manager = jobs.manager()
-        server = (prefs.server_address.strip(), prefs.server_public_key.strip())
-        manager.ensure_client(*server)
-        if manager.client_key != server:
-            self.report({"ERROR"}, "Foley jobs are still running on the previous server: wait "
-                        "for them or cancel them before switching servers")
+        try:
+            manager = jobs.connected_manager(prefs)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        snapshot = placement.Snapshot(
-            scene_name=scene.name, strip_name=source.name, channel=source.channel,
-            first=take.frame_start, end=take.frame_end,
-            content_start=compat.content_start(source), scene_fps=fps, output_dir=output_dir,
-            relative_paths=prefs.output_dir.strip().startswith("//"),
-            marker_prefix=prefs.marker_prefix)
         settings_job = {
             "caption": self.caption or take.caption,
             "negative_caption": take.negative_caption,
@@ -160,11 +151,8 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
         regen = placement.RegenRequest(
             strip_name=strip.name, take_id=take.take_id, frames=(chosen.start, chosen.end),
             range_s=range_s, audio=audio, sample_rate=rate)
-        manager.add(jobs.Job(
-            number=manager.new_number(), snapshot=snapshot, settings=settings_job,
-            short_side_px=prefs.capture_short_side,
-            connect_deadline=time.monotonic() + prefs.connect_timeout_s,
-            job_timeout_s=prefs.job_timeout_s, regen=regen))
+        manager.add(jobs.new_job(manager, prefs, scene, source, (take.frame_start, take.frame_end),
+                                 fps, output_dir, settings_job, regen))
         jobs.ensure_timer()
         self.report({"INFO"}, f"Foley: regenerating frames {chosen.start}–{chosen.end - 1} of "
                               f"{strip.name} take {take.number} ({chosen.origin})")

@@ -11,7 +11,6 @@ import librosa
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from torch import nn
 
 
 class MelFrontEnd(ModelMixin, ConfigMixin):
