@@ -54,6 +54,14 @@ class GenerationCancelled(Exception):
     """Raised from a step callback to stop a generation at the next denoising step."""
 
 
+def range_ramp(times_s: np.ndarray, range_s, ramp_s: float) -> np.ndarray:
+    """1 inside ``range_s``, 0 further than ``ramp_s`` outside it, linear in between: where a
+    regenerated range replaces the kept audio (latent mask and waveform join alike)."""
+    start, end = range_s
+    return np.minimum(np.clip((times_s - (start - ramp_s)) / ramp_s, 0, 1),
+                      np.clip(((end + ramp_s) - times_s) / ramp_s, 0, 1))
+
+
 @dataclass
 class STAV2APipelineOutput(BaseOutput):
     """Result of one generation.
@@ -293,10 +301,7 @@ class STAV2APipeline(DiffusionPipeline):
         """Per latent frame of one window: 1 = generate, 0 = keep; linear ramps of margin_s."""
         frame_s = 1.0 / self.latent_fps
         centres = (plan.start_frame(window) + np.arange(plan.window_frames) + 0.5) * frame_s
-        start, end = range_s
-        ramp = max(margin_s, 1e-6)
-        inside = np.minimum(np.clip((centres - (start - ramp)) / ramp, 0, 1), np.clip(((end + ramp) - centres) / ramp, 0, 1))
-        return inside.astype(np.float32)
+        return range_ramp(centres, range_s, max(margin_s, 1e-6)).astype(np.float32)
 
     # ---- the recipe -------------------------------------------------------------------------
 
@@ -490,10 +495,7 @@ class STAV2APipeline(DiffusionPipeline):
         """Old audio outside the range, new inside, equal-power joins of margin_s at both ends."""
         sr = self.sample_rate
         n = old.shape[0]
-        t = (np.arange(n) + 0.5) / sr
-        start, end = range_s
-        ramp = max(margin_s, 1.0 / sr)
-        x = np.minimum(np.clip((t - (start - ramp)) / ramp, 0, 1), np.clip(((end + ramp) - t) / ramp, 0, 1))
+        x = range_ramp((np.arange(n) + 0.5) / sr, range_s, max(margin_s, 1.0 / sr))
         gain_new = np.sin(x * np.pi / 2)
         gain_old = np.cos(x * np.pi / 2)
         return (new * gain_new + old[None] * gain_old).astype(np.float32)
