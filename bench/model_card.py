@@ -31,7 +31,8 @@ import numpy as np
 
 
 SHIFT_S = 0.2  # the hints_shift row moves every hint this much later
-PAIR_TOLERANCE_S = 0.35  # pairs generated onsets with reference onsets to measure shifts
+PAIR_TOLERANCE_S = 0.35
+PARTIAL_EVERY = 20  # clips between partial --json writes  # pairs generated onsets with reference onsets to measure shifts
 
 
 def onset_offsets(reference_onsets, onsets) -> list[float]:
@@ -76,6 +77,19 @@ def hint_frames(times_s: np.ndarray, n_frames: int, latent_fps: float) -> np.nda
     index = np.floor(np.asarray(times_s) * latent_fps).astype(int)
     hints[index[(index >= 0) & (index < n_frames)]] = 1
     return hints
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Mean scores per setting (plus the median onset offset) over the clips scored so far."""
+    summary = {}
+    for name, scores in results.items():
+        if not scores:
+            continue
+        mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0] if k != "offsets_s"}
+        offsets = [o for s in scores for o in s["offsets_s"]]
+        mean["median_offset_s"] = float(np.median(offsets)) if offsets else float("nan")
+        summary[name] = {"clips": len(scores), **mean}
+    return summary
 
 
 def main() -> None:
@@ -159,17 +173,15 @@ def main() -> None:
                 cents[material] = spectral_centroid_hz(out.audio[0], out.sample_rate)
             timbre.append(cents)
         print(f"\r{i + 1}/{len(rows)} clips, {time.monotonic() - t_start:.0f} s", end="", flush=True)
+        if args.json and (i + 1) % PARTIAL_EVERY == 0 and i + 1 < len(rows):
+            # a long run leaves its numbers so far (marked partial) should it be stopped
+            Path(args.json).write_text(json.dumps({"model": args.model, "t2a": args.t2a, "partial": True,
+                                                   "summary": summarise(results)}, indent=1))
     print()
-    summary = {}
+    summary = summarise(results)
     print(f"{'setting':<12} {'clips':>5} {'AA-Align':>9} {'AA 1:1':>8} {'AV-Align':>9} {'onset F1':>9} {'P':>6} {'R':>6}")
-    for name, scores in results.items():
-        if not scores:
-            continue
-        mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0] if k != "offsets_s"}
-        offsets = [o for s in scores for o in s["offsets_s"]]
-        mean["median_offset_s"] = float(np.median(offsets)) if offsets else float("nan")
-        summary[name] = {"clips": len(scores), **mean}
-        print(f"{name:<12} {len(scores):>5} {mean['aa_align']:9.3f} {mean['aa_align_1to1']:8.3f} {mean['av_align']:9.3f} "
+    for name, mean in summary.items():
+        print(f"{name:<12} {mean['clips']:>5} {mean['aa_align']:9.3f} {mean['aa_align_1to1']:8.3f} {mean['av_align']:9.3f} "
               f"{mean['onset_f1']:9.3f} {mean['onset_precision']:6.3f} {mean['onset_recall']:6.3f}")
     print(f"{'setting':<12} {'median offset':>13} {'onsets 2nd half':>15} {'reference 2nd half':>18}")
     for name, m in summary.items():
