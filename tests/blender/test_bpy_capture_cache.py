@@ -4,6 +4,7 @@ that could alter the picture captures again; a strip edited mid-capture is never
 from __future__ import annotations
 
 import os
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -130,14 +131,22 @@ def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs,
     assert not np.array_equal(held[0], held[1])
 
 
-def test_a_strip_edited_during_capture_is_not_cached(project, server, prefs, jobs, movie_path):
+def test_a_strip_edited_during_capture_is_not_cached(project, server, prefs, jobs, movie_path,
+                                                    monkeypatch):
     cache = addon_module("capture_cache")
+    # One frame per tick (the floor of the budget), so the edit lands between two frames: on a
+    # fast machine the whole capture would otherwise fit in one tick.
+    monkeypatch.setattr(jobs, "TICK_BUDGET_S", 0.0)
     scene, movie = _captioned_movie(server, prefs, movie_path, frame_start=1)
     manager = jobs.manager()
     assert generate(seed=1) == {"FINISHED"}
     job = manager.jobs[-1]
+    deadline = time.monotonic() + 60
     while job.capture is None or job.capture.done == 0:
+        assert job.state in ("connecting", "capturing") and time.monotonic() < deadline, \
+            f"capture never seen half done: {job.state} {job.message}"
         jobs.poll_jobs()
+    assert not job.capture.finished
     frames, side = job.capture.frames, job.capture.short_side_px
     before = _key(scene, movie, frames, side)
     movie.transform.offset_y += 4  # the user drags the picture while frames are rendered
