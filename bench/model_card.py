@@ -31,8 +31,8 @@ import numpy as np
 
 
 SHIFT_S = 0.2  # the hints_shift row moves every hint this much later
-PAIR_TOLERANCE_S = 0.35
-PARTIAL_EVERY = 20  # clips between partial --json writes  # pairs generated onsets with reference onsets to measure shifts
+PAIR_TOLERANCE_S = 0.35  # pairs generated onsets with reference onsets to measure shifts
+PARTIAL_EVERY = 20  # clips between partial --json writes
 
 
 def onset_offsets(reference_onsets, onsets) -> list[float]:

@@ -24,8 +24,7 @@ from typing import Any
 
 import bpy
 
-from . import compat, placement, sync
-from . import capture_cache
+from . import capture_cache, compat, placement, sync
 from .capture import CaptureError, FrameCapture
 
 logger = logging.getLogger(__name__)
@@ -287,9 +286,10 @@ class JobManager:
     @staticmethod
     def _start_capture(scene, strip_name: str, frames: list[int], short_side: int):
         """A FrameCapture, or the frames of an identical earlier capture (capture_cache)."""
-        strip = compat.all_strips(scene.sequence_editor).get(strip_name) if scene.sequence_editor else None
+        # only a top-level strip can be captured (check_capturable refuses the others)
+        strip = compat.strips(scene.sequence_editor).get(strip_name) if scene.sequence_editor else None
         key = None
-        if strip is not None and any(s == strip for s in compat.strips(scene.sequence_editor)):
+        if strip is not None:
             key = capture_cache.picture_key(scene, strip, frames, short_side)
             images = capture_cache.get(key)
             if images is not None:
@@ -301,9 +301,11 @@ class JobManager:
     @staticmethod
     def _remember_capture(capture) -> None:
         """Keep a finished capture's frames, unless the strip changed while it ran."""
-        key = getattr(capture, "cache_key", None)
-        scene = bpy.data.scenes.get(getattr(capture, "scene_name", ""))
-        if key is None or scene is None or scene.sequence_editor is None:
+        key = capture.cache_key
+        if key is None:  # uncacheable, or served from the cache already
+            return
+        scene = bpy.data.scenes.get(capture.scene_name)
+        if scene is None or scene.sequence_editor is None:
             return
         strip = compat.all_strips(scene.sequence_editor).get(capture.strip_name)
         if strip is not None and capture_cache.picture_key(
@@ -410,6 +412,8 @@ class JobManager:
 
 class CachedCapture:
     """Frames from capture_cache, shaped like a finished FrameCapture."""
+
+    cache_key = None  # already in the cache: nothing to remember
 
     def __init__(self, frames: list[int], images):
         self.frames = list(frames)

@@ -132,10 +132,10 @@ def draw_sync_picture(data: SyncPictureData, path: str | Path | None = None,
 def waveform_envelope(audio: np.ndarray, sample_rate: float, columns: int):
     """(times, min, max) of ``audio`` over ``columns`` equal spans (fewer for short audio)."""
     n = len(audio)
-    columns = max(1, min(columns, n))
-    edges = np.linspace(0, n, columns + 1).astype(np.int64)
     if n == 0:
         return np.zeros(1), np.zeros(1), np.zeros(1)
+    columns = max(1, min(columns, n))
+    edges = np.linspace(0, n, columns + 1).astype(np.int64)
     starts = edges[:-1]
     low = np.minimum.reduceat(audio, starts)
     high = np.maximum.reduceat(audio, starts)
