@@ -87,12 +87,16 @@ def test_server_down(project, prefs, jobs, movie_path):
     assert not (project.parent / "foley").exists()
 
 
-def test_cancel_while_capturing(project, server, prefs, jobs, movie_path):
+def test_cancel_while_capturing(project, server, prefs, jobs, movie_path, monkeypatch):
+    # One frame per tick (the floor of the budget): on a fast machine the whole small capture
+    # would otherwise fit in one tick and the job would never be seen capturing.
+    monkeypatch.setattr(jobs, "TICK_BUDGET_S", 0.0)
     prefs.server_address = server.endpoint
     scene, _ = _scene_with_movie(movie_path)
     before = project_state(scene, project.parent / "foley")
     assert generate() == {"FINISHED"}
     _pump_until(jobs, lambda: _last(jobs).state == "capturing" and _last(jobs).capture.done > 0)
+    assert not _last(jobs).capture.finished
     assert bpy.ops.sequencer.foley_cancel() == {"FINISHED"}
     assert _last(jobs).state == "cancelled" and "nothing was changed" in _last(jobs).message
     for _ in range(20):
