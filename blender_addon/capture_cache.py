@@ -106,7 +106,7 @@ def _sequencer_curves(scene) -> list:
     if any(d.data_path.startswith("sequence_editor.") for d in anim.drivers):
         raise Unfingerprintable  # a driver reads things outside the sequencer
     found = []
-    for curve in _action_curves(anim.action) if anim.action is not None else ():
+    for curve in action_curves(anim.action) if anim.action is not None else ():
         if not curve.data_path.startswith("sequence_editor."):
             continue
         if len(curve.modifiers):
@@ -117,7 +117,7 @@ def _sequencer_curves(scene) -> list:
     return found
 
 
-def _action_curves(action):
+def action_curves(action):
     if hasattr(action, "fcurves") and len(getattr(action, "fcurves", ())):
         yield from action.fcurves
         return

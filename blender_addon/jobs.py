@@ -24,8 +24,8 @@ from typing import Any
 
 import bpy
 
-from . import capture_cache, compat, placement, sync
-from .capture import CaptureError, FrameCapture
+from . import capture_cache, compat, movie_source, placement, sync
+from .capture import CaptureError, FrameCapture, check_capturable
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Job:
     server_timings_s: dict[str, float] = field(default_factory=dict)
     result_body: dict[str, Any] | None = None  # the server's result (audio buffers aside)
     regen: placement.RegenRequest | None = None  # set for Regenerate Range
+    source_refused: bool = False  # the server could not read the movie file: render instead
 
     @property
     def label(self) -> str:
@@ -268,7 +269,10 @@ class JobManager:
                 model_fps = float(client.server_info["model_fps"])
                 frames = sync.capture_frames(snap.first, snap.end, snap.scene_fps, model_fps)
                 short_side = job.short_side_px or sync.capture_side_for(client.server_info)
-                job.capture = self._start_capture(scene, snap.strip_name, frames, short_side)
+                reads_files = bool(client.server_info.get("reads_local_files")) \
+                    and not job.source_refused
+                job.capture = self._start_capture(scene, snap.strip_name, frames, short_side,
+                                                  reads_files)
                 job.state = "capturing"
                 job.timings_s["model_fps"] = model_fps
             budget = max(0.005, TICK_BUDGET_S - (time.perf_counter() - t0))
@@ -284,16 +288,23 @@ class JobManager:
         self._send(job, client)
 
     @staticmethod
-    def _start_capture(scene, strip_name: str, frames: list[int], short_side: int):
-        """A FrameCapture, or the frames of an identical earlier capture (capture_cache)."""
+    def _start_capture(scene, strip_name: str, frames: list[int], short_side: int,
+                       server_reads_files: bool = False):
+        """Where the frames come from: the movie file itself, read by a server on this machine
+        (movie_source); an identical earlier capture (capture_cache); or a FrameCapture."""
         # only a top-level strip can be captured (check_capturable refuses the others)
         strip = compat.strips(scene.sequence_editor).get(strip_name) if scene.sequence_editor else None
         key = None
+        if strip is not None and server_reads_files:
+            check_capturable(scene, strip)  # the same refusals (muted, ...) as a capture
+            source = movie_source.source_request(scene, strip, frames, short_side)
+            if source is not None:
+                return ReadyFrames(frames, source=source)
         if strip is not None:
             key = capture_cache.picture_key(scene, strip, frames, short_side)
             images = capture_cache.get(key)
             if images is not None:
-                return CachedCapture(frames, images)
+                return ReadyFrames(frames, images=images)
         capture = FrameCapture(scene, strip_name, frames, short_side)
         capture.cache_key = key
         return capture
@@ -323,7 +334,10 @@ class JobManager:
         images = capture.images
         capture.close()
         job.capture = None
-        job.timings_s["capture_cached"] = float(isinstance(capture, CachedCapture))
+        from_source = getattr(capture, "source", None) is not None
+        job.timings_s["capture_cached"] = float(isinstance(capture, ReadyFrames)
+                                                and not from_source)
+        job.timings_s["frames_from_source"] = float(from_source)
         self._remember_capture(capture)
         s = job.settings
         t_send = time.perf_counter()
@@ -335,7 +349,9 @@ class JobManager:
                        "inpaint_range_s": job.regen.range_s}
         try:
             job.request_id = client.generate(
-                images, frames_fps=job.timings_s["model_fps"],
+                capture.source if from_source else images,
+                frame_encoding="source" if from_source else "rgb24",
+                frames_fps=job.timings_s["model_fps"],
                 duration_s=job.snapshot.duration_s, caption=s["caption"],
                 start_time_s=job.snapshot.first / job.snapshot.scene_fps,
                 negative_caption=s["negative_caption"], seed=s["seed"], steps=s["steps"],
@@ -371,6 +387,14 @@ class JobManager:
             job.result_at = time.perf_counter()
             self._place(job, event)
         elif event.type == "error":
+            if event.body.get("code") == "source_unavailable" \
+                    and job.timings_s.get("frames_from_source"):
+                # The server sees another file (or none): Blender renders the frames instead.
+                logger.info("%s: %s; capturing instead", job.label, event.body.get("message"))
+                job.source_refused = True
+                job.request_id, job.progress = None, {}
+                job.state = "connecting"
+                return
             self._end(job, "failed", _error_message(event, self.client), "ERROR")
 
     def _place(self, job: Job, event) -> None:
@@ -410,14 +434,17 @@ class JobManager:
         self._end(job, "done", text, "WARNING" if warnings else "INFO")
 
 
-class CachedCapture:
-    """Frames from capture_cache, shaped like a finished FrameCapture."""
+class ReadyFrames:
+    """Frames that need no rendering, shaped like a finished FrameCapture: either ``images``
+    from capture_cache, or a ``source`` map for a server that reads the movie file itself
+    (movie_source)."""
 
-    cache_key = None  # already in the cache: nothing to remember
+    cache_key = None  # nothing new to remember in capture_cache
 
-    def __init__(self, frames: list[int], images):
+    def __init__(self, frames: list[int], images=None, source: dict[str, Any] | None = None):
         self.frames = list(frames)
         self.images = images
+        self.source = source
         self.done = len(self.frames)
         self.seconds = 0.0
         self.longest_step_s = 0.0

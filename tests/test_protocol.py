@@ -111,6 +111,11 @@ REPLIES = [
                              "workers": [{"device": "cpu", "state": "idle", "job_id": None,
                                           "memory_used_bytes": 1, "memory_total_bytes": 2}]},
             parent="s1"),
+    Message("hello_reply", {"version": 1, "server": "v2a-server test", "state": "ready",
+                            "model_id": "tiny", "model_fps": 4.0, "sample_rate": 16000,
+                            "model_image_size": 48, "reads_local_files": True,
+                            "heartbeat_interval_s": 1.0, "heartbeat_liveness": 3,
+                            "limits": dict(LIMITS)}, parent="abc"),
 ]
 
 REQUESTS = [
@@ -167,6 +172,43 @@ def test_jpeg_frames_one_buffer_each():
     got = decode(encode(msg))
     assert got.body["frames"]["buffers"] == [0, 1, 2]
     assert [bytes(b) for b in got.buffers] == images
+
+
+SOURCE = {"path": "/media/take 3.mov", "size_bytes": 12345, "mtime_ns": 1_700_000_000_123_456_789,
+          "stream_index": 0, "source_fps": 30 / 1.001, "frame_indices": [5, 6, 7, 7],
+          "width": 96, "height": 54, "scale": 0.05}
+
+
+def test_source_frames_name_a_file_and_carry_no_buffers():
+    msg = build_generate(SOURCE, frame_encoding="source", frames_fps=25.0, duration_s=0.16,
+                         caption="x")
+    assert msg.buffers == []
+    got = decode(encode(msg))
+    assert got.body["frames"]["encoding"] == "source"
+    assert got.body["frames"]["source"] == SOURCE and got.body["frames"]["buffers"] == []
+
+
+@pytest.mark.parametrize("frames_body, code, field", [
+    ({"encoding": "source", "buffers": [], "fps": 25.0}, "missing_field", "body.frames.source"),
+    ({"encoding": "source", "buffers": [0], "fps": 25.0, "source": SOURCE}, "unknown_field",
+     "body.frames.buffers"),
+    ({"encoding": "rgb24", "shape": [4, 8, 8, 3], "buffers": [0], "fps": 25.0,
+      "source": SOURCE}, "unknown_field", "body.frames.source"),
+    ({"encoding": "source", "buffers": [], "fps": 25.0, "source": {**SOURCE, "path": ""}},
+     "out_of_range", "body.frames.source.path"),
+    ({"encoding": "source", "buffers": [], "fps": 25.0,
+      "source": {**SOURCE, "frame_indices": []}}, "out_of_range",
+     "body.frames.source.frame_indices"),
+    ({"encoding": "source", "buffers": [], "fps": 25.0,
+      "source": {**SOURCE, "width": 2048, "height": 2048, "frame_indices": [0] * 3600}},
+     "too_large", "body.frames.source"),
+    ({"encoding": "jpeg", "buffers": [], "fps": 25.0}, "missing_field", "body.frames.buffers"),
+])
+def test_bad_source_frames_are_named(frames_body, code, field):
+    header = generate_header(frames=frames_body)
+    buffers = [FRAMES_96] if frames_body["buffers"] else []
+    error = rejected(raw_frames(header, *buffers))
+    assert (error.code, error.field) == (code, field), error
 
 
 def test_result_audio_helpers():

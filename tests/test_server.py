@@ -289,6 +289,65 @@ def test_bad_jpeg_is_reported_as_bad_media(client):
     assert info.value.code == "bad_media" and info.value.field == "body.frames.buffers[0]"
 
 
+@pytest.fixture(scope="module")
+def index_movie(tmp_path_factory):
+    from fractions import Fraction
+
+    from tests.blender.clips import write_index_movie
+
+    return write_index_movie(tmp_path_factory.mktemp("movie") / "index-25.mp4", 40, Fraction(25))
+
+
+def movie_source(path, indices, **overrides) -> dict:
+    stat = os.stat(path)
+    return {"path": str(path), "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "stream_index": 0, "source_fps": 25.0, "frame_indices": list(indices),
+            "width": 32, "height": 24, "scale": 0.1, **overrides}
+
+
+def test_a_loopback_server_reads_the_named_movie_frames_itself(client, index_movie):
+    """Frames named by file give the same take as the same pixels sent (same seed), and a
+    second request for them reads nothing."""
+    from v2a_server.source_frames import read_source_frames
+
+    assert client.server_info["reads_local_files"] is True
+    source = movie_source(index_movie, [0, 6, 12, 18])
+    kwargs = dict(frames_fps=4.0, duration_s=1.0, caption="taps", seed=5, steps=2,
+                  timeout_s=JOB_TIMEOUT_S)
+    by_file = client.generate_blocking(source, frame_encoding="source", **kwargs)
+    pixels, _ = read_source_frames(source)  # what the server read, read here the same way
+    by_pixels = client.generate_blocking(np.ascontiguousarray(pixels), **kwargs)
+    assert np.array_equal(result_audio_numpy(by_file)[0], result_audio_numpy(by_pixels)[0])
+    assert by_file.body["timings_s"]["source_read_s"] > 0
+    assert by_file.body["timings_s"]["source_cached"] == 0.0
+    again = client.generate_blocking(source, frame_encoding="source", **kwargs)
+    assert again.body["timings_s"]["source_cached"] == 1.0
+
+
+def test_a_file_the_server_sees_otherwise_is_refused_and_the_server_serves_on(client,
+                                                                              index_movie):
+    stale = movie_source(index_movie, [0, 6], mtime_ns=1)
+    with pytest.raises(RequestFailed) as info:
+        client.generate_blocking(stale, frame_encoding="source", timeout_s=JOB_TIMEOUT_S,
+                                 **QUICK)
+    assert info.value.code == "source_unavailable" and info.value.field == "body.frames.source"
+    assert "another" in str(info.value) and str(index_movie) in str(info.value)
+    result = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert result.type == "result"
+
+
+def test_a_server_told_not_to_read_files_refuses_at_once(tiny_model_dir, tmp_path, index_movie):
+    with ready_server(tiny_model_dir, tmp_path, "--no-local-files") as proc:
+        with FoleyClient(proc.endpoint, client_name="test") as c:
+            wait_ready(c, 30.0)
+            assert c.server_info["reads_local_files"] is False
+            with pytest.raises(RequestFailed) as info:
+                c.generate_blocking(movie_source(index_movie, [0]), frame_encoding="source",
+                                    timeout_s=JOB_TIMEOUT_S, **QUICK)
+    assert info.value.code == "source_unavailable" and "--no-local-files" in str(info.value)
+    assert "queued" not in proc.log().split("hello from")[-1]  # refused before the queue
+
+
 def test_queue_positions_reported_to_second_client(server, client):
     with FoleyClient(server.endpoint, client_name="second") as other:
         wait_ready(other, 30.0)

@@ -84,13 +84,17 @@ class FoleyServer:
         curve_secret_key_file: ``server.key_secret`` from ``v2a keys``; enables CURVE.
         signing_key: HMAC key shared with clients (empty: unsigned).
         num_threads: torch CPU threads per CPU worker.
+        read_local_files: accept frames as a file path (encoding "source"); None: when the
+            endpoint is loopback, where client and server share a file system.
     """
 
     def __init__(self, endpoint: str, model_dir: str, devices: list[str], dtype: str = "auto",
                  max_queue: int = DEFAULT_MAX_QUEUE, model_id: str | None = None,
                  curve_secret_key_file: str | None = None, signing_key: bytes = b"",
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, read_local_files: bool | None = None):
         self.endpoint = endpoint
+        self.reads_local_files = (is_loopback_endpoint(endpoint) if read_local_files is None
+                                  else bool(read_local_files))
         self.model_dir = model_dir
         self.devices = devices
         self.dtype = dtype
@@ -258,6 +262,7 @@ class FoleyServer:
                 "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
                 "heartbeat_liveness": HEARTBEAT_LIVENESS,
                 "limits": {**LIMITS, "max_queue": self.jobs.max_length},
+                "reads_local_files": self.reads_local_files,
             }, parent=message.id))
         elif message.type == "status":
             self._send(identity, Message("status_reply", self._status_body(), parent=message.id))
@@ -277,6 +282,10 @@ class FoleyServer:
         if message.id in client.jobs:
             return refuse("duplicate_id", f"request id {message.id} is already in use by one of "
                           "your jobs", "header.id")
+        if message.body["frames"]["encoding"] == "source" and not self.reads_local_files:
+            return refuse("source_unavailable", "this server does not read files named by "
+                          "clients (it is not on a loopback address, or runs with "
+                          "--no-local-files): send the frames themselves", "body.frames.source")
         job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq)
         # A job's first event is "queued": send it before the job becomes visible to a
         # worker, which may take it at once (only this thread adds jobs, so the length holds).
@@ -290,8 +299,7 @@ class FoleyServer:
         self._next_seq += 1
         client.jobs[job.request_id] = job
         logger.info("%s: queued (%.1f s of audio, %d frames, %s)", job.label,
-                    job.body["duration_s"], len(job.body["frames"]["buffers"])
-                    if job.body["frames"]["encoding"] != "rgb24" else job.body["frames"]["shape"][0],
+                    job.body["duration_s"], frame_count(job.body["frames"]),
                     job.body["frames"]["encoding"])
         self._send_positions()
 
@@ -486,6 +494,15 @@ class FoleyServer:
 # ---- security helpers -------------------------------------------------------------------
 
 
+def frame_count(frames: dict[str, Any]) -> int:
+    """How many video frames a validated generate body's ``frames`` carries or names."""
+    if frames["encoding"] == "rgb24":
+        return int(frames["shape"][0])
+    if frames["encoding"] == "source":
+        return len(frames["source"]["frame_indices"])
+    return len(frames["buffers"])
+
+
 def is_loopback_endpoint(endpoint: str) -> bool:
     """True for ipc://, inproc:// and tcp:// on a loopback address (127.0.0.0/8, ::1,
     localhost); False for wildcards, interface names and anything that resolves elsewhere."""
@@ -555,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file holding a shared HMAC key; clients must sign with it")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: cores - 1)")
+    parser.add_argument("--no-local-files", action="store_true",
+                        help="never read video files named by clients (by default a loopback "
+                        "server does, which spares the client decoding and sending frames)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -593,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     model_id = args.model_id or ("default" if args.model == "default" else None)
     server = FoleyServer(args.bind, model_dir, args.device or default_devices(), args.dtype,
                          args.max_queue, model_id, args.curve_secret_key, signing_key,
-                         args.threads)
+                         args.threads, read_local_files=False if args.no_local_files else None)
     context = zmq.Context()
     try:
         server.bind(context)

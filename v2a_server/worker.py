@@ -32,6 +32,7 @@ from foley_protocol.protocol import (
     MAX_RAW_FRAMES_BYTES,
 )
 from v2a_server.jobs import Job, JobQueue
+from v2a_server.source_frames import SourceUnavailable, read_source_frames
 
 logger = logging.getLogger("v2a_server.worker")
 
@@ -169,7 +170,13 @@ class ModelWorker(threading.Thread):
             self.post(("progress", job, _progress("preparing", 0, 0, None,
                                                   time.monotonic() - job.started_at)))
             t_prep = time.monotonic()
-            inputs = prepare_inputs(self.pipe, job.body, job.buffers)
+            source_timings: dict[str, float] = {}
+            frames = None
+            if job.body["frames"]["encoding"] == "source":
+                frames, cached = read_source_frames(job.body["frames"]["source"])
+                source_timings = {"source_read_s": time.monotonic() - t_prep,
+                                  "source_cached": float(cached)}
+            inputs = prepare_inputs(self.pipe, job.body, job.buffers, frames)
             # The motion events need only the frames: computed beside the generation (OpenCV
             # releases the GIL), so they add nothing to the wait where a core is free.
             motion = _REVIEW_POOL.submit(frame_motion, inputs["frames"], inputs["frames_fps"])
@@ -199,6 +206,7 @@ class ModelWorker(threading.Thread):
                     f"no sync review data: {type(exc).__name__}: {exc}"[:2000]])[-16:]
             t_end = time.monotonic()
             body["timings_s"]["review_s"] = t_end - t_review
+            body["timings_s"].update(source_timings)
             body["timings_s"].update({
                 "queue_s": job.started_at - job.accepted_at,
                 "prepare_s": t_pipe - t_prep,
@@ -212,6 +220,9 @@ class ModelWorker(threading.Thread):
         except GenerationCancelled:
             logger.info("%s: cancelled (%s)", job.label, job.cancel_message or job.cancel_code)
             return ("failed", job, job.cancel_code, job.cancel_message or "cancelled", None)
+        except SourceUnavailable as exc:
+            logger.info("%s: source frames unavailable: %s", job.label, exc)
+            return ("failed", job, "source_unavailable", str(exc), exc.field)
         except MediaError as exc:
             return ("failed", job, "bad_media", str(exc), exc.field)
         except ValueError as exc:
@@ -248,7 +259,10 @@ def decode_frames(frames: dict[str, Any], buffers: list[Any]) -> np.ndarray:
 
     Raises:
         MediaError: a JPEG/PNG frame does not decode, is too large, or differs in size.
+        SourceUnavailable: source frames that cannot be read as the client sees them.
     """
+    if frames["encoding"] == "source":
+        return read_source_frames(frames["source"])[0]
     if frames["encoding"] == "rgb24":
         shape = tuple(frames["shape"])
         return np.frombuffer(buffers[frames["buffers"][0]], dtype=np.uint8).reshape(shape)
@@ -309,10 +323,13 @@ def inpaint_source(inpaint: dict[str, Any], buffers: list[Any], duration_s: floa
     return out
 
 
-def prepare_inputs(pipe: Any, body: dict[str, Any], buffers: list[Any]) -> dict[str, Any]:
-    """Keyword arguments for ``pipe(...)`` from a validated generate body."""
+def prepare_inputs(pipe: Any, body: dict[str, Any], buffers: list[Any],
+                   frames: np.ndarray | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``pipe(...)`` from a validated generate body (``frames``: the
+    video frames when already read, e.g. from a source file)."""
     duration_s = float(body["duration_s"])
-    frames = decode_frames(body["frames"], buffers)
+    if frames is None:
+        frames = decode_frames(body["frames"], buffers)
     kwargs: dict[str, Any] = {
         "frames": frames,
         "frames_fps": float(body["frames"]["fps"]),

@@ -149,11 +149,14 @@ def build_generate(
     Args:
         frames: for "rgb24", one C-contiguous uint8 buffer of T*H*W*3 bytes (a numpy array
             works, its ``shape`` is used when ``frame_shape`` is None); for "jpeg"/"png", a list
-            of encoded images, one per frame. Not copied: leave it untouched until sent.
+            of encoded images, one per frame; for "source", the ``frames.source`` map (a file
+            the server reads itself: path, size_bytes, mtime_ns, stream_index, source_fps,
+            frame_indices, width, height). Not copied: leave it untouched until sent.
         frames_fps: frame rate of ``frames`` (use the server's ``model_fps`` to send least).
         duration_s: length of audio to generate; audio t=0 is the first frame.
         caption / negative_caption: what should (not) be heard.
-        frame_encoding: "rgb24", "jpeg" or "png".
+        frame_encoding: "rgb24", "jpeg", "png" or "source" (only to a server whose hello says
+            ``reads_local_files``).
         frame_shape: [T, H, W, 3] for rgb24 when ``frames`` has no ``shape``.
         start_time_s: where the first frame sits on the caller's timeline (echoed back).
         seed / steps / guidance: None lets the server choose (the seed used is returned).
@@ -174,6 +177,8 @@ def build_generate(
         body_frames: dict[str, Any] = {"encoding": "rgb24", "shape": [int(s) for s in shape],
                                        "buffers": [0]}
         buffers.append(view)
+    elif frame_encoding == "source":
+        body_frames = {"encoding": "source", "buffers": [], "source": dict(frames)}
     else:
         frames = list(frames)
         body_frames = {"encoding": frame_encoding, "buffers": list(range(len(frames)))}

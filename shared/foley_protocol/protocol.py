@@ -76,6 +76,8 @@ MAX_RAW_FRAMES_BYTES = 256 * MiB  # T*H*W*3 for encoding "rgb24"
 MAX_ENCODED_FRAME_BYTES = 8 * MiB  # one JPEG or PNG frame
 MAX_ENCODED_FRAMES_BYTES = 256 * MiB  # all JPEG/PNG frames of one request
 MAX_FPS = 240.0
+MAX_PATH_CHARS = 4096  # a source file's path (encoding "source")
+MAX_SOURCE_FRAME_INDEX = 100_000_000  # a frame number inside a source file
 MAX_START_TIME_S = 1.0e7  # |time of the first frame| on the caller's timeline
 MAX_CAPTION_CHARS = 1000
 MAX_VARIATIONS = 4
@@ -138,6 +140,9 @@ ERROR_CODES = {
     "too_large": "a string, list, frame or declared size exceeds its limit",
     "bad_buffer": "raw buffers: missing, extra, referenced twice, or of the wrong size",
     "bad_media": "a JPEG/PNG frame does not decode or has the wrong size",
+    "source_unavailable": "the server cannot read the source file as the client sees it "
+                          "(another machine, a changed file, another frame rate or shape): "
+                          "send the frames themselves instead",
     "duplicate_id": "a request id that is still in use by this client",
     # the server's state
     "busy": "the job queue is full; try again later",
@@ -218,7 +223,9 @@ def _opt(f: Field) -> Field:
 _F_FINITE = Field("float", lo=-1e300, hi=1e300)
 _BUFFER_INDEX = Field("int", lo=0, hi=MAX_BUFFERS - 1)
 
-FRAME_ENCODINGS = ("rgb24", "jpeg", "png")
+# "source": no pixels travel; the server reads the listed frames from a file both sides see
+# (only a server whose hello_reply says reads_local_files accepts it).
+FRAME_ENCODINGS = ("rgb24", "jpeg", "png", "source")
 AUDIO_ENCODINGS = ("pcm_f32le", "flac")
 SAMPLERS = ("dpmpp", "ddpm")
 SERVER_STATES = ("loading", "ready", "stopping", "failed")
@@ -238,7 +245,27 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
             "encoding": Field("str", choices=FRAME_ENCODINGS),
             "shape": Field("list", required=False, min_len=4, max_len=4,
                            item=Field("int", lo=1, hi=max(MAX_FRAME_COUNT, MAX_FRAME_SIDE_PX))),
-            "buffers": Field("list", min_len=1, max_len=MAX_FRAME_COUNT, item=_BUFFER_INDEX),
+            "buffers": Field("list", max_len=MAX_FRAME_COUNT, item=_BUFFER_INDEX,
+                             doc="one per frame (jpeg, png), one in all (rgb24), none (source)"),
+            "source": Field("object", required=False, fields={
+                "path": Field("str", min_len=1, max_len=MAX_PATH_CHARS,
+                              doc="absolute path of a movie file, as the client sees it"),
+                "size_bytes": Field("int", lo=0, hi=2**62,
+                                    doc="the file's size: the server checks it sees the same"),
+                "mtime_ns": Field("int", lo=-2**62, hi=2**62, doc="the file's mtime, likewise"),
+                "stream_index": Field("int", lo=0, hi=64, doc="which video stream"),
+                "source_fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
+                                    doc="the stream's frame rate the indices count in"),
+                "frame_indices": Field("list", min_len=1, max_len=MAX_FRAME_COUNT,
+                                       item=Field("int", lo=0, hi=MAX_SOURCE_FRAME_INDEX),
+                                       doc="0-based frame numbers in presentation order, one "
+                                       "per frame sent"),
+                "width": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
+                "height": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
+                "scale": Field("float", lo=0.0, lo_open=True, hi=100.0,
+                               doc="frame pixels per file pixel: the file's picture must fill "
+                               "width x height at this scale, to within a pixel"),
+            }, doc="encoding source: the frames to read, scaled to width x height"),
             "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
             "start_time_s": Field("float", required=False, lo=-MAX_START_TIME_S,
                                   hi=MAX_START_TIME_S),
@@ -291,6 +318,9 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
                                       hi=MAX_HEARTBEAT_INTERVAL_S),
         "heartbeat_liveness": Field("int", lo=1, hi=100),
         "limits": Field("num_map"),
+        "reads_local_files": Field("bool", required=False,
+                                   doc="frames may come as encoding source (a file on this "
+                                   "machine); absent from older servers: false"),
     },
     "progress": {
         "stage": Field("str", max_len=32),
@@ -680,6 +710,9 @@ def _validate_value(value: Any, spec: Field, path: str, request_id: str | None) 
         if spec.max_len is not None and len(value) > spec.max_len:
             raise ProtocolError("too_large", f"{path} has {len(value)} characters; the limit "
                                 f"is {spec.max_len}", path, request_id)
+        if len(value) < spec.min_len:
+            raise ProtocolError("out_of_range", f"{path} has {len(value)} characters; at least "
+                                f"{spec.min_len} are required", path, request_id)
         if spec.choices is not None and value not in spec.choices:
             raise ProtocolError("out_of_range", f"{path} must be one of {list(spec.choices)}, "
                                 f"got {_describe(value)}", path, request_id)
@@ -801,7 +834,28 @@ def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> Non
     frames = body["frames"]
     encoding = frames["encoding"]
     indices = frames["buffers"]
-    if encoding == "rgb24":
+    if encoding != "source" and "source" in frames:
+        raise ProtocolError("unknown_field", f"body.frames.source is only for encoding source, "
+                            f"not {encoding}", "body.frames.source", request_id)
+    if encoding != "source" and not indices:
+        raise ProtocolError("missing_field", f"{encoding} frames need at least one buffer",
+                            "body.frames.buffers", request_id)
+    if encoding == "source":
+        if "source" not in frames:
+            raise ProtocolError("missing_field", "body.frames.source is required for encoding "
+                                "source", "body.frames.source", request_id)
+        if indices or "shape" in frames:
+            raise ProtocolError("unknown_field", "source frames carry no buffers and no shape: "
+                                "the server reads them from the file",
+                                "body.frames.buffers" if indices else "body.frames.shape",
+                                request_id)
+        source = frames["source"]
+        pixels = len(source["frame_indices"]) * source["width"] * source["height"] * 3
+        if pixels > MAX_RAW_FRAMES_BYTES:
+            raise ProtocolError("too_large", f"the source frames would be {pixels} bytes; the "
+                                f"limit is {MAX_RAW_FRAMES_BYTES}", "body.frames.source",
+                                request_id)
+    elif encoding == "rgb24":
         if "shape" not in frames:
             raise ProtocolError("missing_field", "body.frames.shape [T, H, W, 3] is required "
                                 "for encoding rgb24", "body.frames.shape", request_id)

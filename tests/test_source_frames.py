@@ -1,0 +1,88 @@
+"""The server reads a client's movie file itself (frames encoding "source"): the frames it
+returns are the ones named, at the size asked, and anything it cannot honour exactly is refused
+with a reason, never guessed. Real files written with PyAV."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from tests.blender.clips import decode_index, write_index_movie
+from v2a_server import source_frames
+from v2a_server.source_frames import SourceUnavailable, read_source_frames
+
+FPS = Fraction(30000, 1001)
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    return write_index_movie(tmp_path_factory.mktemp("source") / "index-2997.mp4", 60, FPS)
+
+
+def source_for(movie_path, indices, width=64, height=48, **overrides):
+    stat = os.stat(movie_path)
+    return {"path": str(movie_path), "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "stream_index": 0, "source_fps": float(FPS), "frame_indices": list(indices),
+            "width": width, "height": height, "scale": width / 320, **overrides}
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    source_frames.clear_cache()
+    yield
+    source_frames.clear_cache()
+
+
+def test_the_named_frames_in_the_named_order_and_size(movie):
+    indices = [7, 8, 10, 10, 3, 59]  # any order, repeats allowed (a 25 fps model over 29.97)
+    frames, cached = read_source_frames(source_for(movie, indices))
+    assert frames.shape == (6, 48, 64, 3) and frames.dtype == np.uint8 and not cached
+    assert [decode_index(f) for f in frames] == indices
+    assert not frames.flags.writeable  # shared with the cache
+
+
+def test_a_regeneration_reads_nothing(movie):
+    first, cached = read_source_frames(source_for(movie, [1, 2, 3]))
+    again, cached_again = read_source_frames(source_for(movie, [1, 2, 3]))
+    assert not cached and cached_again and again is first
+    other, cached_other = read_source_frames(source_for(movie, [1, 2, 4]))
+    assert not cached_other and decode_index(other[2]) == 4
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"mtime_ns": 1}, "another"),
+    ({"size_bytes": 1}, "another"),
+    ({"source_fps": 25.0}, "frames/s"),
+    ({"scale": 0.1}, "does not fill"),
+    ({"width": 96, "scale": 0.3}, "does not fill"),  # 4:3 file into a wider frame
+    ({"stream_index": 1}, "1 video stream"),
+    ({"frame_indices": [0, 60]}, "has 60 frames"),
+])
+def test_what_cannot_be_honoured_is_refused_with_the_reason(movie, overrides, words):
+    with pytest.raises(SourceUnavailable, match=words):
+        read_source_frames(source_for(movie, [0, 1], **overrides))
+
+
+def test_a_path_the_server_cannot_see_is_refused(movie, tmp_path):
+    with pytest.raises(SourceUnavailable, match="cannot see"):
+        read_source_frames(source_for(movie, [0], path=str(tmp_path / "gone.mp4")))
+    with pytest.raises(SourceUnavailable, match="absolute"):
+        read_source_frames(source_for(movie, [0], path="clips/index.mp4"))
+    not_a_movie = tmp_path / "notes.mp4"
+    not_a_movie.write_text("not a movie")
+    with pytest.raises(SourceUnavailable, match="does not open"):
+        read_source_frames(source_for(not_a_movie, [0]))
+
+
+def test_a_changed_file_is_read_again_not_served_from_the_cache(movie, tmp_path):
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(movie.read_bytes())
+    read_source_frames(source_for(copy, [5]))
+    write_index_movie(copy, 30, FPS)  # the editor re-exported the clip: another file
+    with pytest.raises(SourceUnavailable, match="another"):
+        read_source_frames(source_for(copy, [5], mtime_ns=source_for(movie, [5])["mtime_ns"]))
+    frames, cached = read_source_frames(source_for(copy, [5]))
+    assert not cached and decode_index(frames[0]) == 5

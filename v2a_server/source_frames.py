@@ -1,0 +1,141 @@
+"""Frames the server reads itself from a movie file the client names (frames encoding "source").
+
+When client and server share a machine, sending pixels is a detour: for a plain movie strip the
+picture an editor sees is the file's own frames, and Blender would decode and scale every one of
+them on its UI thread, a frame per tick. The server decodes them with PyAV instead, on every
+core. The client names the file (path, size and mtime: a different file is refused, never
+guessed), the frames, and the size to scale to. Whatever cannot be honoured exactly is refused
+as ``SourceUnavailable`` and the client sends pixels instead.
+
+Decoded frames are kept in a small LRU, so a regeneration of the same strip reads nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+CACHE_BYTES = 512 * 1024 * 1024
+FPS_TOLERANCE = 1e-3  # relative: 29.97 vs 30000/1001 is the same rate, 29.97 vs 30 is not
+
+_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+class SourceUnavailable(ValueError):
+    """The named frames cannot be read as the client sees them; the client should send them."""
+
+    field = "body.frames.source"
+
+
+def read_source_frames(source: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    """The frames ``source`` names, as uint8 RGB [T, height, width, 3] (read-only), and whether
+    they came from the cache.
+
+    ``source`` is a validated ``frames.source`` map: path, size_bytes, mtime_ns,
+    stream_index, source_fps, frame_indices (0-based, presentation order), width, height.
+
+    Raises:
+        SourceUnavailable: naming what differs (missing file, other size or mtime, no such
+            stream, another frame rate or aspect, frames past the end, a file that does not
+            decode).
+    """
+    path = source["path"]
+    if not os.path.isabs(path):
+        raise SourceUnavailable(f"the source path must be absolute, got {path!r}")
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise SourceUnavailable(f"the server cannot see {path}: {exc.strerror}") from None
+    if stat.st_size != source["size_bytes"] or stat.st_mtime_ns != source["mtime_ns"]:
+        raise SourceUnavailable(
+            f"the server sees another {path}: {stat.st_size} bytes, mtime {stat.st_mtime_ns} ns; "
+            f"the client sees {source['size_bytes']} bytes, mtime {source['mtime_ns']} ns")
+    indices = [int(i) for i in source["frame_indices"]]
+    key = (path, stat.st_size, stat.st_mtime_ns, int(source["stream_index"]),
+           float(source["source_fps"]), tuple(indices), int(source["width"]),
+           int(source["height"]), float(source["scale"]))
+    with _cache_lock:
+        frames = _cache.get(key)
+        if frames is not None:
+            _cache.move_to_end(key)
+            return frames, True
+    frames = _decode(path, source, indices)
+    frames.setflags(write=False)
+    with _cache_lock:
+        _cache[key] = frames
+        while sum(f.nbytes for f in _cache.values()) > CACHE_BYTES and len(_cache) > 1:
+            _cache.popitem(last=False)
+    return frames, False
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _decode(path: str, source: dict[str, Any], indices: list[int]) -> np.ndarray:
+    import av
+
+    width, height = int(source["width"]), int(source["height"])
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as exc:
+        raise SourceUnavailable(f"{path} does not open as a movie: {exc}") from None
+    with container:
+        videos = container.streams.video
+        stream_index = int(source["stream_index"])
+        if stream_index >= len(videos):
+            raise SourceUnavailable(f"{path} has {len(videos)} video stream(s); the client asked "
+                                    f"for stream {stream_index}")
+        stream = videos[stream_index]
+        rate = float(stream.average_rate or 0)
+        wanted_rate = float(source["source_fps"])
+        if abs(rate - wanted_rate) > FPS_TOLERANCE * wanted_rate:
+            raise SourceUnavailable(f"{path} runs at {rate:.6g} frames/s; the client counts its "
+                                    f"frames at {wanted_rate:.6g}")
+        ctx = stream.codec_context
+        scale = float(source["scale"])
+        if abs(ctx.width * scale - width) > 1 or abs(ctx.height * scale - height) > 1:
+            raise SourceUnavailable(
+                f"{path} is {ctx.width}x{ctx.height}: at scale {scale:.6g} it does not fill the "
+                f"requested {width}x{height} frame")
+        if (ctx.sample_aspect_ratio or 1) != 1:
+            raise SourceUnavailable(f"{path} has non-square pixels ({ctx.sample_aspect_ratio})")
+        if _has_alpha(ctx.format):
+            raise SourceUnavailable(f"{path} has an alpha channel ({ctx.format.name}): the "
+                                    "picture depends on what lies beneath")
+        stream.thread_type = "AUTO"  # frame threads: decoding is the whole cost here
+        # Each wanted frame once, in file order; a frame wanted twice is copied at the end.
+        slots: dict[int, list[int]] = {}
+        for slot, index in enumerate(indices):
+            slots.setdefault(index, []).append(slot)
+        last = max(slots)
+        out = np.empty((len(indices), height, width, 3), np.uint8)
+        decoded = 0
+        try:
+            for number, frame in enumerate(container.decode(stream)):
+                if number in slots:
+                    # AREA: a box filter, as Blender's VSE uses when it shrinks a picture
+                    image = frame.to_ndarray(width=width, height=height, format="rgb24",
+                                             interpolation="AREA")
+                    for slot in slots[number]:
+                        out[slot] = image
+                decoded = number + 1
+                if number >= last:
+                    break
+        except av.error.FFmpegError as exc:
+            raise SourceUnavailable(f"{path} stopped decoding at frame {decoded}: {exc}") from None
+    if decoded <= last:
+        raise SourceUnavailable(f"{path} has {decoded} frames; the client asked for frame {last}")
+    return out
+
+
+def _has_alpha(video_format) -> bool:
+    if video_format is None:
+        return False
+    return any(getattr(c, "is_alpha", False) for c in video_format.components)
