@@ -44,7 +44,7 @@ def source_request(scene, strip, frames: list[int], short_side_px: int) -> dict 
 
     render = scene.render
     percentage = sync.render_percentage(render.resolution_x, render.resolution_y, short_side_px)
-    start = round(strip.frame_start)
+    start = round(compat.content_start(strip))  # where the file's frame 0 sits
     return {
         "path": path,
         "size_bytes": stat.st_size,
@@ -84,7 +84,7 @@ def ineligible_reason(scene, strip, frames: list[int]) -> str | None:
         return f"blend {strip.blend_type.lower()} (over black, as captured)"
     if len(getattr(strip, "retiming_keys", ())):
         return "retimed"
-    if strip.frame_start != round(strip.frame_start):
+    if compat.content_start(strip) != round(compat.content_start(strip)):
         return "a sub-frame start"
     if strip.colorspace_settings.name not in _SRGB_NAMES:
         return f"colour space {strip.colorspace_settings.name}"

@@ -167,6 +167,19 @@ def server(tiny_model, tmp_path_factory):
         proc.kill()
 
 
+@pytest.fixture(scope="session")
+def capturing_server(tiny_model, tmp_path_factory):
+    """A tiny-model server that reads no files named by clients (like one on another machine):
+    the add-on renders every frame itself, never taking the movie fast path."""
+    proc = ServerProcess(tiny_model, tmp_path_factory.mktemp("server-logs"),
+                         "--no-local-files").start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill()
+
+
 @pytest.fixture
 def own_server(tiny_model, tmp_path):
     """A server of this test alone (to kill, or to configure)."""

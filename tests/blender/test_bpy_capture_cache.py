@@ -103,9 +103,10 @@ def _captioned_movie(server, prefs, movie_path, frame_start):
     return scene, movie
 
 
-def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs, jobs, movie_path):
+def test_regenerating_an_unchanged_strip_renders_nothing(project, capturing_server, prefs, jobs,
+                                                        movie_path):
     cache = addon_module("capture_cache")
-    scene, movie = _captioned_movie(server, prefs, movie_path, frame_start=10)
+    scene, movie = _captioned_movie(capturing_server, prefs, movie_path, frame_start=10)
 
     assert generate(seed=1) == {"FINISHED"}
     jobs.wait_until_idle(timeout_s=120)
@@ -131,13 +132,13 @@ def test_regenerating_an_unchanged_strip_renders_nothing(project, server, prefs,
     assert not np.array_equal(held[0], held[1])
 
 
-def test_a_strip_edited_during_capture_is_not_cached(project, server, prefs, jobs, movie_path,
-                                                    monkeypatch):
+def test_a_strip_edited_during_capture_is_not_cached(project, capturing_server, prefs, jobs,
+                                                    movie_path, monkeypatch):
     cache = addon_module("capture_cache")
     # One frame per tick (the floor of the budget), so the edit lands between two frames: on a
     # fast machine the whole capture would otherwise fit in one tick.
     monkeypatch.setattr(jobs, "TICK_BUDGET_S", 0.0)
-    scene, movie = _captioned_movie(server, prefs, movie_path, frame_start=1)
+    scene, movie = _captioned_movie(capturing_server, prefs, movie_path, frame_start=1)
     manager = jobs.manager()
     assert generate(seed=1) == {"FINISHED"}
     job = manager.jobs[-1]

@@ -87,11 +87,13 @@ def test_server_down(project, prefs, jobs, movie_path):
     assert not (project.parent / "foley").exists()
 
 
-def test_cancel_while_capturing(project, server, prefs, jobs, movie_path, monkeypatch):
+def test_cancel_while_capturing(project, capturing_server, prefs, jobs, movie_path,
+                                monkeypatch):
     # One frame per tick (the floor of the budget): on a fast machine the whole small capture
-    # would otherwise fit in one tick and the job would never be seen capturing.
+    # would otherwise fit in one tick and the job would never be seen capturing. The server
+    # reads no client files, so the add-on renders the movie itself.
     monkeypatch.setattr(jobs, "TICK_BUDGET_S", 0.0)
-    prefs.server_address = server.endpoint
+    prefs.server_address = capturing_server.endpoint
     scene, _ = _scene_with_movie(movie_path)
     before = project_state(scene, project.parent / "foley")
     assert generate() == {"FINISHED"}
