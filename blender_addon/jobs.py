@@ -66,7 +66,8 @@ class Job:
     server_timings_s: dict[str, float] = field(default_factory=dict)
     result_body: dict[str, Any] | None = None  # the server's result (audio buffers aside)
     regen: placement.RegenRequest | None = None  # set for Regenerate Range
-    source_refused: bool = False  # the server could not read the movie file: render instead
+    # the server may not (preference) or could not read the movie file: render it instead
+    source_refused: bool = False
 
     @property
     def label(self) -> str:
@@ -488,6 +489,7 @@ def new_job(jobs_manager: JobManager, prefs, scene, source, frames: tuple[int, i
         marker_prefix=prefs.marker_prefix)
     return Job(number=jobs_manager.new_number(), snapshot=snapshot, settings=settings,
                short_side_px=prefs.capture_short_side,
+               source_refused=not prefs.server_reads_movies,
                connect_deadline=time.monotonic() + prefs.connect_timeout_s,
                job_timeout_s=prefs.job_timeout_s, regen=regen)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import compat
 
@@ -54,6 +54,11 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         name="Capture Size", default=0, min=0, max=1080, subtype="PIXEL",
         description="Short side of the captured frames; 0 = the size the server's model reads "
         "(the model resizes frames anyway; smaller is faster)")
+    server_reads_movies: BoolProperty(
+        name="Server Reads Movie Files", default=True,
+        description="When the server runs on this computer, it reads plain movie strips from "
+        "their files instead of Blender rendering every frame (much faster). Strips with "
+        "transforms, crops, effects, modifiers, grading or keyframes are always rendered")
     connect_timeout_s: FloatProperty(
         name="Connect Timeout", default=5.0, min=0.5, max=120.0, unit="TIME_ABSOLUTE",
         description="How long to wait for the server to answer before giving up")
@@ -81,6 +86,7 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         col.prop(self, "range_variations")
         col.prop(self, "negative_caption")
         col.prop(self, "capture_short_side")
+        col.prop(self, "server_reads_movies")
 
 
 def get_preferences(context=None) -> FoleyPreferences:

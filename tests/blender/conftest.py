@@ -205,7 +205,7 @@ def prefs(addon, bpy_module):
     saved = {k: getattr(p, k) for k in ("server_address", "server_public_key", "output_dir",
                                          "steps", "variations", "connect_timeout_s",
                                          "job_timeout_s", "marker_prefix",
-                                         "range_variations")}
+                                         "range_variations", "server_reads_movies")}
     p.steps = 2
     p.variations = 1
     p.range_variations = 1

@@ -151,8 +151,13 @@ def test_generate_on_a_plain_movie_renders_nothing(project, server, prefs, jobs,
     [sound] = foley_strips(scene)
     assert addon_module("compat").strip_range(sound) == addon_module("compat").strip_range(movie)
 
-    movie.transform.offset_x = 3  # now Blender's picture differs from the file: rendered
+    prefs.server_reads_movies = False  # the user wants Blender's own render
     job = _job_for(scene, prefs, server, jobs, seed=2)
+    assert job.timings_s["frames_from_source"] == 0.0 and job.timings_s["capture_s"] > 0
+    prefs.server_reads_movies = True
+
+    movie.transform.offset_x = 3  # now Blender's picture differs from the file: rendered
+    job = _job_for(scene, prefs, server, jobs, seed=3)
     assert job.timings_s["frames_from_source"] == 0.0 and job.timings_s["capture_s"] > 0
 
 
