@@ -194,6 +194,9 @@ def main() -> int:
         scene = bpy.context.scene
         scene.render.fps, scene.render.fps_base = FPS, 1.0
         scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+        # As Blender's Video Editing template sets it: the picture is the footage's own colours
+        # (under AgX or Filmic the editor sees tone-mapped frames, which only a render gives).
+        scene.view_settings.view_transform = "Standard"
         se = scene.sequence_editor_create()
         movie = compat.strips(se).new_movie(name="Bench", filepath=str(clip), channel=1,
                                             frame_start=1, fit_method="FIT")
@@ -205,12 +208,14 @@ def main() -> int:
         print(f"strip: {end - first} frames of {WIDTH}x{HEIGHT} at {FPS} fps; model {model}; "
               f"capture short side {args.short_side or 'model'} px")
 
+        cache = importlib.import_module(f"{module}.capture_cache")
         kinds = ("generate", "regenerate", "generate, rendered")
         rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for run in range(args.runs + 1):
             stat = clip.stat()  # a new mtime: the add-on's and the server's caches miss
             os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
             for i, kind in enumerate(kinds):
+                cache.clear()  # "regenerate" reuses the server's frames, never the add-on's
                 prefs.server_reads_movies = not kind.endswith("rendered")
                 row = timed_request(jobs, seed=len(kinds) * run + i)
                 label = "warm-up" if run == 0 else f"run {run}"
