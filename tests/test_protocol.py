@@ -116,6 +116,7 @@ REPLIES = [
                             "model_image_size": 48, "reads_local_files": True,
                             "heartbeat_interval_s": 1.0, "heartbeat_liveness": 3,
                             "limits": dict(LIMITS)}, parent="abc"),
+    Message("prepare_reply", {"frames": 250, "cached": False, "read_s": 1.7}, parent="p1"),
 ]
 
 REQUESTS = [
@@ -124,6 +125,10 @@ REQUESTS = [
     Message("cancel", {"request_id": "abc"}),
     Message("ping", {}),
     Message("status", {}),
+    Message("prepare", {"source": {"path": "/clips/a.mov", "size_bytes": 10, "mtime_ns": 5,
+                                   "stream_index": 0, "source_fps": 25.0,
+                                   "frame_indices": [0, 1], "width": 96, "height": 54,
+                                   "scale": 0.05}}),
 ]
 
 

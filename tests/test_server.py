@@ -324,6 +324,21 @@ def test_a_loopback_server_reads_the_named_movie_frames_itself(client, index_mov
     assert again.body["timings_s"]["source_cached"] == 1.0
 
 
+def test_prepare_reads_the_frames_ahead_of_the_generate(client, index_movie):
+    source = movie_source(index_movie, [1, 7, 13, 19, 25])
+    ready = client.wait(client.prepare(source), timeout_s=JOB_TIMEOUT_S)
+    assert ready.type == "prepare_reply", ready.body
+    assert ready.body["frames"] == 5 and ready.body["cached"] is False
+    assert ready.body["read_s"] > 0
+    result = client.generate_blocking(source, frame_encoding="source", frames_fps=4.0,
+                                      duration_s=1.25, caption="taps", steps=1,
+                                      timeout_s=JOB_TIMEOUT_S)
+    assert result.body["timings_s"]["source_cached"] == 1.0
+    stale = client.wait(client.prepare({**source, "size_bytes": 1}), timeout_s=JOB_TIMEOUT_S)
+    assert stale.type == "error" and stale.body["code"] == "source_unavailable"
+    assert stale.body["field"] == "body.source"
+
+
 def test_a_file_the_server_sees_otherwise_is_refused_and_the_server_serves_on(client,
                                                                               index_movie):
     stale = movie_source(index_movie, [0, 6], mtime_ns=1)
@@ -341,6 +356,8 @@ def test_a_server_told_not_to_read_files_refuses_at_once(tiny_model_dir, tmp_pat
         with FoleyClient(proc.endpoint, client_name="test") as c:
             wait_ready(c, 30.0)
             assert c.server_info["reads_local_files"] is False
+            refused = c.wait(c.prepare(movie_source(index_movie, [0])), timeout_s=10.0)
+            assert refused.type == "error" and refused.body["code"] == "source_unavailable"
             with pytest.raises(RequestFailed) as info:
                 c.generate_blocking(movie_source(index_movie, [0]), frame_encoding="source",
                                     timeout_s=JOB_TIMEOUT_S, **QUICK)

@@ -5,6 +5,7 @@ with a reason, never guessed. Real files written with PyAV."""
 from __future__ import annotations
 
 import os
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -86,3 +87,40 @@ def test_a_changed_file_is_read_again_not_served_from_the_cache(movie, tmp_path)
         read_source_frames(source_for(copy, [5], mtime_ns=source_for(movie, [5])["mtime_ns"]))
     frames, cached = read_source_frames(source_for(copy, [5]))
     assert not cached and decode_index(frames[0]) == 5
+
+
+def test_a_read_under_way_is_waited_for_not_repeated(movie, monkeypatch):
+    """A Generate clicked while the frames asked for by ``prepare`` are still being read."""
+    import threading
+
+    calls, release = [], threading.Event()
+    real = source_frames._decode
+
+    def slow_decode(*args):
+        calls.append(args[0])
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(source_frames, "_decode", slow_decode)
+    results = []
+    readers = [threading.Thread(target=lambda: results.append(
+        read_source_frames(source_for(movie, [2, 4])))) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for reader in readers:
+        reader.join(10)
+    assert len(calls) == 1 and len(results) == 3
+    assert sorted(cached for _, cached in results) == [False, True, True]
+    assert all(frames is results[0][0] for frames, _ in results)
+
+
+def test_a_failed_read_leaves_nothing_under_way(movie, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(movie.read_bytes()[:2000])  # a truncated copy
+    with pytest.raises(SourceUnavailable):
+        read_source_frames(source_for(broken, [30]))
+    assert not source_frames._reading  # nothing left "under way"

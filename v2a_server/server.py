@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,6 +122,9 @@ class FoleyServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._socket: zmq.Socket | None = None
+        # prepare requests: movie frames read ahead of a generate, one file at a time, off the
+        # socket loop (created on first use)
+        self._source_reader: ThreadPoolExecutor | None = None
 
     # ---- start and stop -----------------------------------------------------------------
 
@@ -195,6 +199,8 @@ class FoleyServer:
             if self.state == "stopping" and self._shutdown_done():
                 break
         self._socket.close(linger=SEND_LINGER_MS)
+        if self._source_reader is not None:
+            self._source_reader.shutdown(wait=False, cancel_futures=True)
         for worker in self.workers:
             worker.join(timeout=1.0)
         logger.info("stopped (exit code %d)", self._exit_code)
@@ -270,6 +276,25 @@ class FoleyServer:
             self._cancel(identity, client, message)
         elif message.type == "generate":
             self._accept(identity, client, message)
+        elif message.type == "prepare":
+            self._prepare(identity, message)
+
+    def _prepare(self, identity: bytes, message: Message) -> None:
+        """Read a movie's frames now, so that a generate naming them finds them ready."""
+        if not self.reads_local_files:
+            self._send(identity, error_message(
+                "source_unavailable", "this server does not read files named by clients (it is "
+                "not on a loopback address, or runs with --no-local-files)", field="body.source",
+                parent=message.id))
+            return
+        from v2a_server.source_frames import read_source_frames
+
+        if self._source_reader is None:
+            self._source_reader = ThreadPoolExecutor(1, thread_name_prefix="source-read")
+        t0 = time.monotonic()
+        future = self._source_reader.submit(read_source_frames, message.body["source"])
+        future.add_done_callback(
+            lambda done: self.post(("prepared", identity, message.id, done, time.monotonic() - t0)))
 
     def _accept(self, identity: bytes, client: ClientState, message: Message) -> None:
         def refuse(code: str, text: str, field: str | None = None) -> None:
@@ -361,6 +386,9 @@ class FoleyServer:
                     (1 - JOB_TIME_SMOOTHING) * self._job_time_s + JOB_TIME_SMOOTHING * run_s)
                 self._finish(job, Message("result", body, parent=job.request_id,
                                           buffers=buffers))
+            elif kind == "prepared":
+                identity, request_id, done, seconds = event[1:5]
+                self._send(identity, _prepare_reply(request_id, done, seconds))
             elif kind == "failed":
                 job, code, text, field_name = event[1:5]
                 self._finish(job, error_message(code, text, field=field_name,
@@ -492,6 +520,23 @@ class FoleyServer:
 
 
 # ---- security helpers -------------------------------------------------------------------
+
+
+def _prepare_reply(request_id: str, done: Future, seconds: float) -> Message:
+    from v2a_server.source_frames import SourceUnavailable
+
+    try:
+        frames, cached = done.result()
+    except SourceUnavailable as exc:
+        return error_message("source_unavailable", str(exc), field="body.source",
+                             parent=request_id)
+    except Exception as exc:  # a bug in reading: the client renders instead
+        logger.exception("prepare %s failed", request_id)
+        return error_message("internal", f"{type(exc).__name__}: {exc}", parent=request_id)
+    logger.info("prepared %d frames for %s in %.2f s%s", len(frames), request_id, seconds,
+                " (cached)" if cached else "")
+    return Message("prepare_reply", {"frames": len(frames), "cached": cached,
+                                     "read_s": 0.0 if cached else seconds}, parent=request_id)
 
 
 def frame_count(frames: dict[str, Any]) -> int:

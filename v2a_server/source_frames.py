@@ -7,7 +7,9 @@ core. The client names the file (path, size and mtime: a different file is refus
 guessed), the frames, and the size to scale to. Whatever cannot be honoured exactly is refused
 as ``SourceUnavailable`` and the client sends pixels instead.
 
-Decoded frames are kept in a small LRU, so a regeneration of the same strip reads nothing.
+Decoded frames are kept in a small LRU, so a regeneration of the same strip reads nothing, and
+a client may ask for them ahead of time (the ``prepare`` request: the add-on sends it when the
+editor types a caption). A read already under way is waited for, never repeated.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ FPS_TOLERANCE = 1e-3  # relative: 29.97 vs 30000/1001 is the same rate, 29.97 vs
 
 _cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _cache_lock = threading.Lock()
+_reading: dict[tuple, Future] = {}  # key -> the read under way (guarded by _cache_lock)
 
 
 class SourceUnavailable(ValueError):
@@ -64,12 +68,26 @@ def read_source_frames(source: dict[str, Any]) -> tuple[np.ndarray, bool]:
         if frames is not None:
             _cache.move_to_end(key)
             return frames, True
-    frames = _decode(path, source, indices)
-    frames.setflags(write=False)
-    with _cache_lock:
+        pending = _reading.get(key)
+        owner = pending is None
+        if owner:
+            pending = _reading[key] = Future()
+    if not owner:
+        return pending.result(), True  # another thread reads them: wait (its error too)
+    try:
+        frames = _decode(path, source, indices)
+        frames.setflags(write=False)
+    except BaseException as exc:
+        with _cache_lock:
+            _reading.pop(key, None)
+        pending.set_exception(exc)
+        raise
+    with _cache_lock:  # in the cache before the read stops being "under way": no gap
         _cache[key] = frames
         while sum(f.nbytes for f in _cache.values()) > CACHE_BYTES and len(_cache) > 1:
             _cache.popitem(last=False)
+        _reading.pop(key, None)
+    pending.set_result(frames)
     return frames, False
 
 

@@ -275,6 +275,12 @@ class FoleyClient:
         """
         return self.send(Message("cancel", {"request_id": request_id}), timeout_s=timeout_s)
 
+    def prepare(self, source: dict[str, Any], timeout_s: float | None = None) -> str:
+        """Ask a server that ``reads_local_files`` to read movie frames now (the ``source``
+        map of a later generate with frame encoding "source"), so that generate finds them
+        ready; answered by ``prepare_reply`` or ``error source_unavailable``."""
+        return self.send(Message("prepare", {"source": dict(source)}), timeout_s=timeout_s)
+
     def status(self, timeout_s: float | None = None) -> str:
         """Ask for model, device, memory and queue; answered by ``status_reply``."""
         return self.send(Message("status", {}), timeout_s=timeout_s)

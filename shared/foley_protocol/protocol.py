@@ -59,6 +59,7 @@ DEFAULT_TIMEOUTS_S = {
     "status": 5.0,
     "cancel": 5.0,
     "generate": 900.0,
+    "prepare": 120.0,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +233,27 @@ SERVER_STATES = ("loading", "ready", "stopping", "failed")
 WORKER_STATES = ("loading", "idle", "busy", "failed")
 CANCEL_OUTCOMES = ("queued", "running", "unknown")
 
+# frames encoding "source" and the prepare request: a movie file the server reads itself
+SOURCE_FIELD = Field("object", fields={
+    "path": Field("str", min_len=1, max_len=MAX_PATH_CHARS,
+                  doc="absolute path of a movie file, as the client sees it"),
+    "size_bytes": Field("int", lo=0, hi=2**62,
+                        doc="the file's size: the server checks it sees the same"),
+    "mtime_ns": Field("int", lo=-2**62, hi=2**62, doc="the file's mtime, likewise"),
+    "stream_index": Field("int", lo=0, hi=64, doc="which video stream"),
+    "source_fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
+                        doc="the stream's frame rate the indices count in"),
+    "frame_indices": Field("list", min_len=1, max_len=MAX_FRAME_COUNT,
+                           item=Field("int", lo=0, hi=MAX_SOURCE_FRAME_INDEX),
+                           doc="0-based frame numbers in presentation order, one "
+                           "per frame sent"),
+    "width": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
+    "height": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
+    "scale": Field("float", lo=0.0, lo_open=True, hi=100.0,
+                   doc="frame pixels per file pixel: the file's picture must fill "
+                   "width x height at this scale, to within a pixel"),
+}, doc="the frames to read from a movie file both sides see, scaled to width x height")
+
 REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     "hello": {
         "client": Field("str", max_len=128, doc="free text naming the client and its version"),
@@ -247,25 +269,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
                            item=Field("int", lo=1, hi=max(MAX_FRAME_COUNT, MAX_FRAME_SIDE_PX))),
             "buffers": Field("list", max_len=MAX_FRAME_COUNT, item=_BUFFER_INDEX,
                              doc="one per frame (jpeg, png), one in all (rgb24), none (source)"),
-            "source": Field("object", required=False, fields={
-                "path": Field("str", min_len=1, max_len=MAX_PATH_CHARS,
-                              doc="absolute path of a movie file, as the client sees it"),
-                "size_bytes": Field("int", lo=0, hi=2**62,
-                                    doc="the file's size: the server checks it sees the same"),
-                "mtime_ns": Field("int", lo=-2**62, hi=2**62, doc="the file's mtime, likewise"),
-                "stream_index": Field("int", lo=0, hi=64, doc="which video stream"),
-                "source_fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
-                                    doc="the stream's frame rate the indices count in"),
-                "frame_indices": Field("list", min_len=1, max_len=MAX_FRAME_COUNT,
-                                       item=Field("int", lo=0, hi=MAX_SOURCE_FRAME_INDEX),
-                                       doc="0-based frame numbers in presentation order, one "
-                                       "per frame sent"),
-                "width": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
-                "height": Field("int", lo=1, hi=MAX_FRAME_SIDE_PX),
-                "scale": Field("float", lo=0.0, lo_open=True, hi=100.0,
-                               doc="frame pixels per file pixel: the file's picture must fill "
-                               "width x height at this scale, to within a pixel"),
-            }, doc="encoding source: the frames to read, scaled to width x height"),
+            "source": _opt(SOURCE_FIELD),
             "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
             "start_time_s": Field("float", required=False, lo=-MAX_START_TIME_S,
                                   hi=MAX_START_TIME_S),
@@ -296,6 +300,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     "cancel": {"request_id": Field("id")},
     "ping": {},
     "status": {},
+    "prepare": {"source": SOURCE_FIELD},
 }
 
 # What the server says of its model, in hello_reply and status_reply (nil while loading).
@@ -389,6 +394,11 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "request_id": Field("id"),
         "was": Field("str", choices=CANCEL_OUTCOMES),
     },
+    "prepare_reply": {
+        "frames": Field("int", lo=1, hi=MAX_FRAME_COUNT, doc="frames now ready on the server"),
+        "cached": Field("bool", doc="they were ready already"),
+        "read_s": Field("float", lo=0.0, hi=1e9, doc="time spent reading them"),
+    },
     "pong": {
         "state": Field("str", choices=SERVER_STATES),
         "queue_length": Field("int", lo=0, hi=1_000_000),
@@ -415,7 +425,7 @@ REQUEST_TYPES = tuple(REQUEST_SCHEMAS)
 REPLY_TYPES = tuple(REPLY_SCHEMAS)
 # Requests answered by one final reply of this type (besides "error").
 FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_reply",
-               "ping": "pong", "status": "status_reply"}
+               "ping": "pong", "status": "status_reply", "prepare": "prepare_reply"}
 
 _HEADER_KEYS = ("v", "type", "id", "parent", "body")
 
@@ -776,6 +786,8 @@ def _validate_buffers(mtype: str, body: dict[str, Any], sizes: Sequence[int],
 
     if mtype == "generate":
         _check_generate_buffers(body, claim, request_id)
+    elif mtype == "prepare":
+        _check_source_size(body["source"], "body.source", request_id)
     elif mtype == "result":
         audio = body["audio"]
         for i, index in enumerate(audio["buffers"]):
@@ -830,6 +842,13 @@ def _check_review(body: dict[str, Any], claim, request_id: str) -> None:
                                     f"is {MAX_PICTURE_BYTES}", path, request_id)
 
 
+def _check_source_size(source: dict[str, Any], path: str, request_id: str) -> None:
+    pixels = len(source["frame_indices"]) * source["width"] * source["height"] * 3
+    if pixels > MAX_RAW_FRAMES_BYTES:
+        raise ProtocolError("too_large", f"the source frames would be {pixels} bytes; the limit "
+                            f"is {MAX_RAW_FRAMES_BYTES}", path, request_id)
+
+
 def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> None:
     frames = body["frames"]
     encoding = frames["encoding"]
@@ -849,12 +868,7 @@ def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> Non
                                 "the server reads them from the file",
                                 "body.frames.buffers" if indices else "body.frames.shape",
                                 request_id)
-        source = frames["source"]
-        pixels = len(source["frame_indices"]) * source["width"] * source["height"] * 3
-        if pixels > MAX_RAW_FRAMES_BYTES:
-            raise ProtocolError("too_large", f"the source frames would be {pixels} bytes; the "
-                                f"limit is {MAX_RAW_FRAMES_BYTES}", "body.frames.source",
-                                request_id)
+        _check_source_size(frames["source"], "body.frames.source", request_id)
     elif encoding == "rgb24":
         if "shape" not in frames:
             raise ProtocolError("missing_field", "body.frames.shape [T, H, W, 3] is required "
