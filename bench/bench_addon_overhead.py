@@ -13,11 +13,14 @@ job loop, pumped as in the bpy module) against a real ``v2a-server`` subprocess.
 
     ratio = (capture + send + transport + placement) / generation      target <= 10 %
 
-Each run is three requests, after the clip's mtime is moved on (a re-exported file: nothing
-is cached anywhere):
+Each run is four requests; before each but "regenerate" the clip's mtime moves on (a
+re-exported file: nothing is cached anywhere):
 
     generate            the strip's first request; the loopback server reads the movie file
     regenerate          the same unchanged strip, a new seed (the server's frame cache)
+    captioned           the editor types the caption, which has the server read the frames
+                        ahead (``prepare``); Generate once they are read (the time the read
+                        took is printed: an editor who clicks sooner waits for the rest)
     generate, rendered  the preference "Server Reads Movie Files" off: Blender renders every
                         frame, as for a strip with effects or a remote server (the baseline)
 
@@ -116,6 +119,23 @@ def start_server(server_python: Path, model: str, log_path: Path) -> tuple[subpr
     return proc, endpoint
 
 
+def read_ahead(jobs, movie) -> float:
+    """Type the strip's caption (as the editor does before Generate) and pump the job loop
+    until the server has read its frames; the seconds that took."""
+    manager = jobs.manager()
+    manager.prepared.pop(movie.name, None)
+    t0 = time.perf_counter()
+    movie.foley.caption = movie.foley.caption  # the update starts the read
+    while manager.prepared.get(movie.name) in (None, "reading"):
+        if time.perf_counter() - t0 > 600:
+            raise SystemExit(f"the read ahead never finished: {manager.prepared}")
+        jobs.poll_jobs()
+        time.sleep(0.01)
+    if manager.prepared[movie.name] != "ready":
+        raise SystemExit(f"the read ahead failed: {manager.prepared[movie.name]}")
+    return time.perf_counter() - t0
+
+
 def timed_request(jobs, seed: int) -> dict:
     """One Generate Foley of the bench strip, pumped to the end; its timings."""
     import bpy
@@ -202,6 +222,7 @@ def main() -> int:
                                             frame_start=1, fit_method="FIT")
         movie.select = True
         se.active_strip = movie
+        prefs.server_reads_movies = False  # no read ahead yet: each request sets it
         movie.foley.caption = "objects bouncing on a wooden floor"
         bpy.ops.wm.save_as_mainfile(filepath=str(work / "bench.blend"))
         first, end = compat.strip_range(movie)
@@ -209,20 +230,24 @@ def main() -> int:
               f"capture short side {args.short_side or 'model'} px")
 
         cache = importlib.import_module(f"{module}.capture_cache")
-        kinds = ("generate", "regenerate", "generate, rendered")
+        kinds = ("generate", "regenerate", "captioned", "generate, rendered")
         rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for run in range(args.runs + 1):
-            stat = clip.stat()  # a new mtime: the add-on's and the server's caches miss
-            os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
             for i, kind in enumerate(kinds):
+                if kind != "regenerate":  # a new mtime: the add-on's and the server's caches miss
+                    stat = clip.stat()
+                    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
                 cache.clear()  # "regenerate" reuses the server's frames, never the add-on's
                 prefs.server_reads_movies = not kind.endswith("rendered")
+                ahead_s = read_ahead(jobs, movie) if kind == "captioned" else 0.0
                 row = timed_request(jobs, seed=len(kinds) * run + i)
+                row["read_ahead_s"] = ahead_s
                 label = "warm-up" if run == 0 else f"run {run}"
                 print(f"{label:8s} {kind:18s} capture {row['capture_s']:6.2f} s ({row['frames']} "
                       f"frames) | send {row['send_s']:.3f} | transport {row['transport_s']:.3f} | "
                       f"placement {row['placement_s']:.3f} | generation {row['generation_s']:6.2f} s"
-                      f" (server: movie read {row['server_source_read_s']:.3f}, prepare "
+                      f" (read ahead {row['read_ahead_s']:.2f} s before the click; server: "
+                      f"movie read {row['server_source_read_s']:.3f}, prepare "
                       f"{row['server_prepare_s']:.3f}, review data {row['server_review_s']:.3f})"
                       f" | ratio {100 * row['ratio']:5.1f} % | tick max {row['tick_max_ms']:.0f} "
                       f"ms, p95 {row['tick_p95_ms']:.0f} ms; slowest tick by phase (ms) "

@@ -121,6 +121,11 @@ class JobManager:
         self._numbers = itertools.count(1)
         self._status_request: str | None = None
         self._last_status_at = 0.0
+        # Reading ahead: (scene, strip, capture size preference) whose movie frames a server on
+        # this machine should read now, and the prepare requests in flight (id -> strip name).
+        self._to_prepare: list[tuple[str, str, int]] = []
+        self._preparing: dict[str, str] = {}
+        self.prepared: dict[str, str] = {}  # strip name -> "ready" or why not (panel, tests)
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -247,6 +252,9 @@ class JobManager:
             if capturing is not None:
                 self._capture_step(capturing, client, t0)
 
+        if ready and self._to_prepare:
+            self._send_prepares(client)
+
         # Status for the panel.
         if client.connected and self._status_request is None \
                 and now - self._last_status_at > STATUS_PERIOD_S:
@@ -258,6 +266,45 @@ class JobManager:
         if self.active_jobs():
             return ACTIVE_INTERVAL_S
         return IDLE_INTERVAL_S
+
+    # ---- reading ahead -----------------------------------------------------------------
+
+    def prepare_later(self, scene_name: str, strip_name: str, short_side_px: int) -> None:
+        """Have a server on this machine read a movie strip's frames now (the editor has just
+        captioned it), so that its Generate finds them ready instead of waiting for them."""
+        entry = (scene_name, strip_name, short_side_px)
+        if entry not in self._to_prepare:
+            self._to_prepare.append(entry)
+
+    def forget_read_ahead(self) -> None:
+        """Another file is opened: its strips are not these (late replies are dropped)."""
+        self._to_prepare.clear()
+        self._preparing.clear()
+        self.prepared.clear()
+
+    def _send_prepares(self, client) -> None:
+        entries, self._to_prepare = self._to_prepare, []
+        if not client.server_info.get("reads_local_files"):
+            return
+        for scene_name, strip_name, short_side_px in entries:
+            scene = bpy.data.scenes.get(scene_name)
+            strip = compat.strips(scene.sequence_editor).get(strip_name) \
+                if scene is not None and scene.sequence_editor is not None else None
+            if strip is None:
+                continue
+            first, end = compat.strip_range(strip)
+            frames = sync.capture_frames(first, end, sync.scene_rate(scene.render.fps,
+                                                                     scene.render.fps_base),
+                                         float(client.server_info["model_fps"]))
+            try:
+                check_capturable(scene, strip)
+            except CaptureError:
+                continue  # Generate will say why
+            source = movie_source.source_request(
+                scene, strip, frames, short_side_px or sync.capture_side_for(client.server_info))
+            if source is not None:
+                self._preparing[client.prepare(source)] = strip_name
+                self.prepared[strip_name] = "reading"
 
     def _capture_step(self, job: Job, client, t0: float) -> None:
         self._phase = "capture"
@@ -371,6 +418,12 @@ class JobManager:
     def _on_event(self, event) -> None:
         if event.type == "disconnected":
             self.server_status = None
+            return
+        if event.request_id in self._preparing:
+            strip_name = self._preparing.pop(event.request_id)
+            self.prepared[strip_name] = "ready" if event.type == "prepare_reply" \
+                else str(event.body.get("message"))
+            logger.info("%s: frames read ahead: %s", strip_name, self.prepared[strip_name])
             return
         if event.request_id is not None and event.request_id == self._status_request:
             if event.final:
@@ -532,6 +585,19 @@ def manager() -> JobManager:
     return _manager
 
 
+def read_ahead(scene, strip, prefs) -> None:
+    """A movie strip was captioned: a server on this machine may start reading its frames
+    (movie_source). Does nothing for other strips, or when the preference is off."""
+    if strip.type != "MOVIE" or not prefs.server_reads_movies:
+        return
+    try:
+        jobs_manager = connected_manager(prefs)
+    except ValueError:  # jobs still run on another server
+        return
+    jobs_manager.prepare_later(scene.name, strip.name, prefs.capture_short_side)
+    ensure_timer()
+
+
 def poll_jobs() -> float | None:
     """The timer function: one bounded slice of work; seconds until the next call or None."""
     if _manager is None:
@@ -588,6 +654,7 @@ def _on_load_pre(*_args) -> None:
     capture_cache.clear()
     if _manager is not None:
         _manager.cancel(reason="Another file was opened")
+        _manager.forget_read_ahead()
 
 
 def register() -> None:

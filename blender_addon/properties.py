@@ -27,6 +27,8 @@ records (or, for a take without any, from its stored onsets).
 
 from __future__ import annotations
 
+import logging
+
 import bpy
 from bpy.props import (
     BoolProperty,
@@ -40,6 +42,8 @@ from bpy.props import (
 
 from . import compat
 from .compat import STRIP_TYPE
+
+logger = logging.getLogger(__name__)
 
 
 class FoleyOnset(bpy.types.PropertyGroup):
@@ -126,12 +130,31 @@ class FoleyTake(bpy.types.PropertyGroup):
         return self.range_end_s > self.range_start_s
 
 
+def _caption_changed(settings, context) -> None:
+    """A caption typed on a movie strip: a local server may start reading its frames."""
+    if not settings.caption.strip():
+        return
+    from . import jobs
+    from .preferences import get_preferences
+
+    scene = settings.id_data
+    try:
+        # the strip holding these settings (path_from_id cannot name a strip's pointer group)
+        pointer = settings.as_pointer()
+        strip = next((s for s in compat.all_strips(scene.sequence_editor)
+                      if s.foley.as_pointer() == pointer), None)
+        if strip is not None:
+            jobs.read_ahead(scene, strip, get_preferences(context))
+    except Exception:  # reading ahead only saves time: never in the editor's way
+        logger.debug("read ahead for a caption failed", exc_info=True)
+
+
 class FoleyStripSettings(bpy.types.PropertyGroup):
     """Foley data of one strip (a picture strip's caption, or a Foley strip's takes)."""
 
     caption: StringProperty(
         name="Caption", description="What should be heard in this strip, e.g. "
-        "\"footsteps on gravel, a door slams\"", maxlen=1000)
+        "\"footsteps on gravel, a door slams\"", maxlen=1000, update=_caption_changed)
     is_foley: BoolProperty(name="Foley Strip", description="This sound strip was generated")
     source: StringProperty(name="Source Strip", description="The picture strip it was made for")
     takes: CollectionProperty(type=FoleyTake)

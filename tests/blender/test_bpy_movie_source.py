@@ -6,6 +6,7 @@ Blender instead; a server that sees another file, or reads none, gets rendered f
 from __future__ import annotations
 
 import sys
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -192,3 +193,31 @@ def test_a_server_that_reads_no_files_gets_rendered_frames(project, capturing_se
     assert not job.source_refused  # never asked: the server's hello said so
     assert job.timings_s["frames_from_source"] == 0.0 and job.timings_s["capture_s"] > 0
     assert bpy.data.filepath  # the saved project the take was written beside
+
+
+def test_a_caption_starts_the_read_and_generate_finds_the_frames_ready(project, server, prefs,
+                                                                       jobs, clip_dir):
+    """Typing the caption is the editor's intent: the server reads the frames while the editor
+    reaches for Generate, which then waits for nothing but the model."""
+    prefs.server_address = server.endpoint
+    scene = setup_scene(Fraction(25))
+    movie = add_movie(scene, _movie(clip_dir, Fraction(25)), channel=1, frame_start=30)
+    trim(movie, tail=7)
+    manager = jobs.manager()
+    movie.foley.caption = "knocks on a door"  # the property's update starts the read
+    deadline = time.monotonic() + 60
+    while manager.prepared.get(movie.name) in (None, "reading"):
+        assert time.monotonic() < deadline, manager.prepared
+        jobs.poll_jobs()
+        time.sleep(0.01)
+    assert manager.prepared[movie.name] == "ready"
+    job = _job_for(scene, prefs, server, jobs)
+    assert job.timings_s["frames_from_source"] == 1.0
+    assert job.server_timings_s["source_cached"] == 1.0  # read ahead: nothing left to read
+
+    prefs.server_reads_movies = False  # the preference off: no reading ahead either
+    manager.prepared.clear()
+    movie.foley.caption = "knocks on a window"
+    for _ in range(20):
+        jobs.poll_jobs()
+    assert manager.prepared == {}
