@@ -314,7 +314,11 @@ def test_a_loopback_server_reads_the_named_movie_frames_itself(client, index_mov
     source = movie_source(index_movie, [0, 6, 12, 18])
     kwargs = dict(frames_fps=4.0, duration_s=1.0, caption="taps", seed=5, steps=2,
                   timeout_s=JOB_TIMEOUT_S)
-    by_file = client.generate_blocking(source, frame_encoding="source", **kwargs)
+    stages = []
+    by_file = client.generate_blocking(source, frame_encoding="source",
+                                       on_progress=lambda e: stages.append(e.body.get("stage")),
+                                       **kwargs)
+    assert "reading frames" in stages  # the panel says what the wait is for
     pixels, _ = read_source_frames(source)  # what the server read, read here the same way
     by_pixels = client.generate_blocking(np.ascontiguousarray(pixels), **kwargs)
     assert np.array_equal(result_audio_numpy(by_file)[0], result_audio_numpy(by_pixels)[0])

@@ -173,6 +173,8 @@ class ModelWorker(threading.Thread):
             source_timings: dict[str, float] = {}
             frames = None
             if job.body["frames"]["encoding"] == "source":
+                self.post(("progress", job, _progress("reading frames", 0, 0, None,
+                                                      time.monotonic() - job.started_at)))
                 frames, cached = read_source_frames(job.body["frames"]["source"])
                 source_timings = {"source_read_s": time.monotonic() - t_prep,
                                   "source_cached": float(cached)}
