@@ -45,6 +45,26 @@ def test_the_named_frames_in_the_named_order_and_size(movie):
     assert not frames.flags.writeable  # shared with the cache
 
 
+def test_a_late_part_of_a_long_take_is_sought_not_decoded_from_the_start(tmp_path, monkeypatch):
+    """An editor uses a few seconds from deep inside a long take: the reader seeks to the key
+    frame before them (and still returns exactly the frames named)."""
+    long_take = write_index_movie(tmp_path / "long.mp4", 400, FPS)
+    decoded = []
+    real_open = source_frames._frame_numbers
+
+    def counting(stream, rate):
+        numbers = real_open(stream, rate)
+        real_number = numbers.number
+        numbers.number = lambda frame: decoded.append(frame.pts) or real_number(frame)
+        return numbers
+
+    monkeypatch.setattr(source_frames, "_frame_numbers", counting)
+    wanted = [333, 334, 336, 390, 333]
+    frames, _ = read_source_frames(source_for(long_take, wanted))
+    assert [decode_index(f) for f in frames] == wanted
+    assert len(decoded) < 100  # from a key frame near 333, not from frame 0
+
+
 def test_a_regeneration_reads_nothing(movie):
     first, cached = read_source_frames(source_for(movie, [1, 2, 3]))
     again, cached_again = read_source_frames(source_for(movie, [1, 2, 3]))
@@ -60,7 +80,7 @@ def test_a_regeneration_reads_nothing(movie):
     ({"scale": 0.1}, "does not fill"),
     ({"width": 96, "scale": 0.3}, "does not fill"),  # 4:3 file into a wider frame
     ({"stream_index": 1}, "1 video stream"),
-    ({"frame_indices": [0, 60]}, "has 60 frames"),
+    ({"frame_indices": [0, 60]}, "has no frame 60"),
 ])
 def test_what_cannot_be_honoured_is_refused_with_the_reason(movie, overrides, words):
     with pytest.raises(SourceUnavailable, match=words):

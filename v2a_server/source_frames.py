@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 CACHE_BYTES = 512 * 1024 * 1024
+SEEK_AFTER_FRAMES = 50  # a first wanted frame later than this: seek rather than decode up to it
 FPS_TOLERANCE = 1e-3  # relative: 29.97 vs 30000/1001 is the same rate, 29.97 vs 30 is not
 
 _cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -132,25 +133,62 @@ def _decode(path: str, source: dict[str, Any], indices: list[int]) -> np.ndarray
         slots: dict[int, list[int]] = {}
         for slot, index in enumerate(indices):
             slots.setdefault(index, []).append(slot)
-        last = max(slots)
+        first, last = min(slots), max(slots)
         out = np.empty((len(indices), height, width, 3), np.uint8)
-        decoded = 0
+        filled: set[int] = set()
+        numbered = _frame_numbers(stream, rate)
+        if first > SEEK_AFTER_FRAMES and numbered is not None:
+            # A strip that shows a late part of a long take: start at the key frame before it
+            # rather than decoding the whole head of the file.
+            container.seek(numbered.pts_of(first), stream=stream, backward=True)
+        count = 0
         try:
-            for number, frame in enumerate(container.decode(stream)):
-                if number in slots:
-                    # AREA: a box filter, as Blender's VSE uses when it shrinks a picture
+            for count, frame in enumerate(container.decode(stream), start=1):
+                number = numbered.number(frame) if numbered is not None else count - 1
+                if number is None:
+                    raise SourceUnavailable(f"{path}: frame {count} has no timestamp")
+                if number in slots and number not in filled:
+                    # AREA: each pixel the mean of the file pixels it covers (Blender's own
+                    # shrink samples nearer single pixels: the two differ at edges only)
                     image = frame.to_ndarray(width=width, height=height, format="rgb24",
                                              interpolation="AREA")
                     for slot in slots[number]:
                         out[slot] = image
-                decoded = number + 1
+                    filled.add(number)
                 if number >= last:
                     break
         except av.error.FFmpegError as exc:
-            raise SourceUnavailable(f"{path} stopped decoding at frame {decoded}: {exc}") from None
-    if decoded <= last:
-        raise SourceUnavailable(f"{path} has {decoded} frames; the client asked for frame {last}")
+            raise SourceUnavailable(f"{path} stopped decoding after {count} frames: {exc}") \
+                from None
+    missing = sorted(set(slots) - filled)
+    if missing:
+        raise SourceUnavailable(f"{path} has no frame {missing[0]} (the client asked for "
+                                f"{len(missing)} frame(s) it does not hold)")
     return out
+
+
+class _FrameNumbers:
+    """Frame number <-> timestamp of a constant-rate stream: number = (pts - start) x rate."""
+
+    def __init__(self, stream, rate: float):
+        self.time_base = float(stream.time_base)
+        self.start = int(stream.start_time or 0)
+        self.rate = rate
+
+    def number(self, frame) -> int | None:
+        if frame.pts is None:
+            return None
+        return round((frame.pts - self.start) * self.time_base * self.rate)
+
+    def pts_of(self, number: int) -> int:
+        # half a frame early: the seek lands on the key frame at or before the wanted frame
+        return self.start + int((number - 0.5) / self.rate / self.time_base)
+
+
+def _frame_numbers(stream, rate: float) -> _FrameNumbers | None:
+    if stream.time_base is None or not rate > 0:
+        return None
+    return _FrameNumbers(stream, rate)
 
 
 def _has_alpha(video_format) -> bool:

@@ -80,6 +80,24 @@ def test_the_file_frames_are_the_frames_blender_renders(project, clip_dir, fps):
     assert np.abs(read.astype(int) - rendered.astype(int)).mean() < 8
 
 
+def test_the_late_part_of_a_long_take_is_the_part_blender_shows(project, clip_dir):
+    """The server seeks into the file for a strip trimmed deep into a long take."""
+    movie_source, capture = addon_module("movie_source"), addon_module("capture")
+    path = clip_dir / "long-take-25.mp4"
+    if not path.exists():
+        write_index_movie(path, 420, Fraction(25))
+    scene = setup_scene(Fraction(25))
+    movie = add_movie(scene, path, channel=1, frame_start=-300)
+    trim(movie, head=337, tail=20)
+    frames = _frames(scene, movie)
+    read, _ = _server_reader().read_source_frames(
+        movie_source.source_request(scene, movie, frames, SIDE))
+    rendered = capture.capture_blocking(scene, movie, MODEL_FPS, SIDE)
+    shown = [decode_index(im) for im in rendered]
+    assert shown[0] == 337 and shown[-1] == 399
+    assert [decode_index(im) for im in read] == shown
+
+
 def _reason(scene, movie):
     return addon_module("movie_source").ineligible_reason(scene, movie, _frames(scene, movie))
 
