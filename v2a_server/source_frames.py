@@ -42,12 +42,13 @@ def read_source_frames(source: dict[str, Any]) -> tuple[np.ndarray, bool]:
     they came from the cache.
 
     ``source`` is a validated ``frames.source`` map: path, size_bytes, mtime_ns,
-    stream_index, source_fps, frame_indices (0-based, presentation order), width, height.
+    stream_index, source_fps, frame_indices (0-based, presentation order), width, height,
+    scale.
 
     Raises:
         SourceUnavailable: naming what differs (missing file, other size or mtime, no such
-            stream, another frame rate or aspect, frames past the end, a file that does not
-            decode).
+            stream, another frame rate, a size the file does not fill, frames past the end,
+            a file that does not decode).
     """
     path = source["path"]
     if not os.path.isabs(path):
