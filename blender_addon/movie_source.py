@@ -16,7 +16,7 @@ import os
 
 import bpy
 
-from . import compat
+from . import compat, sync
 from .capture import strips_to_keep
 
 logger = logging.getLogger(__name__)
@@ -40,18 +40,19 @@ def source_request(scene, strip, frames: list[int], short_side_px: int) -> dict 
     except OSError as exc:
         logger.info("%s: rendered by Blender (%s: %s)", strip.name, path, exc.strerror)
         return None
-    from . import sync
-
     render = scene.render
     percentage = sync.render_percentage(render.resolution_x, render.resolution_y, short_side_px)
     start = round(compat.content_start(strip))  # where the file's frame 0 sits
+    indices = [int(frame) - start for frame in frames]
+    if min(indices) < 0:  # before the file's first frame: what Blender shows there, it renders
+        return None
     return {
         "path": path,
         "size_bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "stream_index": int(strip.stream_index),
         "source_fps": sync.scene_rate(render.fps, render.fps_base),
-        "frame_indices": [int(frame) - start for frame in frames],
+        "frame_indices": indices,
         # Blender's render size: resolution x percentage / 100, rounded down
         "width": render.resolution_x * percentage // 100,
         "height": render.resolution_y * percentage // 100,
