@@ -52,7 +52,7 @@ def bench(name: str, repeats: int, device: str, dtype) -> dict[str, float]:
             torch.cuda.synchronize()
 
     step_s = time_call(step, repeats)
-    del unet, controlnet
+    unet = controlnet = None  # free them before the VAE (step() is done with them)
     vae = AutoencoderKL(**cfg["vae"]).to(device, dtype).eval()
     z = torch.randn(1, 8, frames, bins, device=device, dtype=dtype)
     decode_s = time_call(lambda: vae.decode(z), max(1, repeats // 2))
