@@ -73,6 +73,18 @@ def test_a_regeneration_reads_nothing(movie):
     assert not cached_other and decode_index(other[2]) == 4
 
 
+def test_a_part_of_frames_already_read_is_picked_not_read_again(movie):
+    """Regenerate Range after a Generate of the whole strip: the range's frames are cached."""
+    read_source_frames(source_for(movie, list(range(10, 40))))
+    part, cached = read_source_frames(source_for(movie, [22, 23, 25, 22]))
+    assert cached and [decode_index(f) for f in part] == [22, 23, 25, 22]
+    assert not part.flags.writeable
+    smaller, cached = read_source_frames(source_for(movie, [22, 23], width=32, height=24))
+    assert not cached  # another size: read
+    beyond, cached = read_source_frames(source_for(movie, [38, 41]))
+    assert not cached and [decode_index(f) for f in beyond] == [38, 41]
+
+
 @pytest.mark.parametrize("overrides, words", [
     ({"mtime_ns": 1}, "another"),
     ({"size_bytes": 1}, "another"),

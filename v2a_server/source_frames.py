@@ -66,9 +66,8 @@ def read_source_frames(source: dict[str, Any]) -> tuple[np.ndarray, bool]:
            float(source["source_fps"]), tuple(indices), int(source["width"]),
            int(source["height"]), float(source["scale"]))
     with _cache_lock:
-        frames = _cache.get(key)
+        frames = _cached(key)
         if frames is not None:
-            _cache.move_to_end(key)
             return frames, True
         pending = _reading.get(key)
         owner = pending is None
@@ -91,6 +90,25 @@ def read_source_frames(source: dict[str, Any]) -> tuple[np.ndarray, bool]:
         _reading.pop(key, None)
     pending.set_result(frames)
     return frames, False
+
+
+def _cached(key: tuple) -> np.ndarray | None:
+    """The frames of ``key`` from the cache: read for exactly these frames, or picked from a
+    read that holds them all (a Regenerate Range after a Generate of the whole strip)."""
+    frames = _cache.get(key)
+    if frames is not None:
+        _cache.move_to_end(key)
+        return frames
+    wanted = key[5]
+    for other, held in reversed(_cache.items()):
+        if other[:5] == key[:5] and other[6:] == key[6:]:
+            rows = {index: row for row, index in enumerate(other[5])}
+            if all(index in rows for index in wanted):
+                _cache.move_to_end(other)
+                picked = held[[rows[index] for index in wanted]]
+                picked.setflags(write=False)
+                return picked
+    return None
 
 
 def clear_cache() -> None:
