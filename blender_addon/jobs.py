@@ -126,6 +126,7 @@ class JobManager:
         self._to_prepare: list[tuple[str, str, int]] = []
         self._preparing: dict[str, str] = {}
         self.prepared: dict[str, str] = {}  # strip name -> "ready" or why not (panel, tests)
+        self._prepared_sources: dict[str, dict] = {}  # strip name -> what was read ahead
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -276,11 +277,36 @@ class JobManager:
         if entry not in self._to_prepare:
             self._to_prepare.append(entry)
 
+    def frames_route(self, scene, strip, prefs) -> str:
+        """One line for the panel: where Generate will get ``strip``'s frames ("" when the
+        server reads no files: every strip is rendered, as always)."""
+        info = self.client.server_info if self.client is not None and self.client.connected \
+            else None
+        if strip.type not in compat.VISUAL_TYPES or not (info or {}).get("reads_local_files") \
+                or not info.get("model_fps"):
+            return ""
+        if not prefs.server_reads_movies:
+            return "Frames: rendered by Blender (preference)"
+        first, end = compat.strip_range(strip)
+        reason = movie_source.ineligible_reason(scene, strip, [first, max(first, end - 1)])
+        if reason is not None:
+            return f"Frames: rendered by Blender ({reason})"
+        state = self.prepared.get(strip.name)
+        if state is not None and self._prepared_sources.get(strip.name) != _whole_strip_source(
+                scene, strip, prefs.capture_short_side, info):
+            state = None  # read ahead before an edit (a trim, a new file): not these frames
+        if state == "ready":
+            return "Frames: read, ready on the server"
+        if state == "reading":
+            return "Frames: the server is reading the file…"
+        return "Frames: read from the file by the server"
+
     def forget_read_ahead(self) -> None:
         """Another file is opened: its strips are not these (late replies are dropped)."""
         self._to_prepare.clear()
         self._preparing.clear()
         self.prepared.clear()
+        self._prepared_sources.clear()
 
     def _send_prepares(self, client) -> None:
         entries, self._to_prepare = self._to_prepare, []
@@ -292,19 +318,11 @@ class JobManager:
                 if scene is not None and scene.sequence_editor is not None else None
             if strip is None:
                 continue
-            first, end = compat.strip_range(strip)
-            frames = sync.capture_frames(first, end, sync.scene_rate(scene.render.fps,
-                                                                     scene.render.fps_base),
-                                         float(client.server_info["model_fps"]))
-            try:
-                check_capturable(scene, strip)
-            except CaptureError:
-                continue  # Generate will say why
-            source = movie_source.source_request(
-                scene, strip, frames, short_side_px or sync.capture_side_for(client.server_info))
+            source = _whole_strip_source(scene, strip, short_side_px, client.server_info)
             if source is not None:
                 self._preparing[client.prepare(source)] = strip_name
                 self.prepared[strip_name] = "reading"
+                self._prepared_sources[strip_name] = source
 
     def _capture_step(self, job: Job, client, t0: float) -> None:
         self._phase = "capture"
@@ -583,6 +601,20 @@ def manager() -> JobManager:
     if _manager is None:
         _manager = JobManager()
     return _manager
+
+
+def _whole_strip_source(scene, strip, short_side_px: int, server_info: dict) -> dict | None:
+    """The ``frames.source`` map a Generate of the whole ``strip`` sends, or None."""
+    first, end = compat.strip_range(strip)
+    frames = sync.capture_frames(first, end, sync.scene_rate(scene.render.fps,
+                                                             scene.render.fps_base),
+                                 float(server_info["model_fps"]))
+    try:
+        check_capturable(scene, strip)
+    except CaptureError:
+        return None  # Generate will say why
+    return movie_source.source_request(scene, strip, frames,
+                                       short_side_px or sync.capture_side_for(server_info))
 
 
 def read_ahead(scene, strip, prefs) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import compat, jobs, takes
+from .preferences import get_preferences
 
 
 class SequencerFoleyPanel:
@@ -33,6 +34,9 @@ class SEQUENCER_PT_foley(SequencerFoleyPanel, bpy.types.Panel):
             col = layout.column(align=True)
             col.label(text=f"{strip.name}", icon="SEQUENCE")
             col.prop(strip.foley, "caption", text="")
+            route = jobs.manager().frames_route(scene, strip, get_preferences(context))
+            if route:
+                col.label(text=route, icon="FILE_MOVIE" if "server" in route else "RENDER_STILL")
         elif strip.foley.is_foley:
             layout.label(text=f"Foley for {strip.foley.source}", icon="SOUND")
         layout.operator("sequencer.foley_generate", icon="SOUND")

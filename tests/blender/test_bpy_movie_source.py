@@ -229,9 +229,17 @@ def test_a_caption_starts_the_read_and_generate_finds_the_frames_ready(project, 
         jobs.poll_jobs()
         time.sleep(0.01)
     assert manager.prepared[movie.name] == "ready"
+    route = lambda: manager.frames_route(scene, movie, prefs)  # noqa: E731 (the panel's line)
+    assert route() == "Frames: read, ready on the server"
     job = _job_for(scene, prefs, server, jobs)
     assert job.timings_s["frames_from_source"] == 1.0
     assert job.server_timings_s["source_cached"] == 1.0  # read ahead: nothing left to read
+
+    trim(movie, head=2)  # other frames now: not the ones read ahead
+    assert route() == "Frames: read from the file by the server"
+    movie.transform.rotation = 0.2
+    assert route() == "Frames: rendered by Blender (a transform)"
+    movie.transform.rotation = 0
 
     prefs.server_reads_movies = False  # the preference off: no reading ahead either
     manager.prepared.clear()
@@ -239,6 +247,7 @@ def test_a_caption_starts_the_read_and_generate_finds_the_frames_ready(project, 
     for _ in range(20):
         jobs.poll_jobs()
     assert manager.prepared == {}
+    assert route() == "Frames: rendered by Blender (preference)"
 
 
 def _coarse(images, block=6):
