@@ -167,10 +167,11 @@ def _decode(path: str, source: dict[str, Any], indices: list[int]) -> np.ndarray
                 if number is None:
                     raise SourceUnavailable(f"{path}: frame {count} has no timestamp")
                 if number in slots and number not in filled:
-                    # AREA: each pixel the mean of the file pixels it covers (Blender's own
-                    # shrink samples nearer single pixels: the two differ at edges only)
+                    # POINT: one file pixel per output pixel, as Blender's own shrink samples
+                    # (the two pick pixels a fraction apart), and 4x cheaper than AREA: an
+                    # area filter costs 2.2 ms of a 1080p frame's ~8 ms here
                     image = frame.to_ndarray(width=width, height=height, format="rgb24",
-                                             interpolation="AREA")
+                                             interpolation="POINT")
                     for slot in slots[number]:
                         out[slot] = image
                     filled.add(number)

@@ -73,8 +73,8 @@ def test_the_file_frames_are_the_frames_blender_renders(project, clip_dir, fps):
     shown = [decode_index(im) for im in rendered]
     assert shown[0] == 9  # the first visible frame is source frame 9 (trimmed head)
     assert [decode_index(im) for im in read] == shown == request["frame_indices"]
-    # The same picture: the moving square in the same place, the pixels close (Blender's
-    # nearest-pixel shrink vs the server's area filter differ at edges only).
+    # The same picture: the moving square in the same place, the pixels close (both shrink by
+    # picking single pixels, a fraction of a file pixel apart: they differ at edges only).
     assert np.allclose([square_x(im) for im in read], [square_x(im) for im in rendered],
                        atol=0.04)
     assert np.abs(read.astype(int) - rendered.astype(int)).mean() < 8
@@ -275,9 +275,9 @@ def _lagged_correlation(a, b, lag):
 def test_real_footage_read_from_the_file_moves_when_blenders_frames_move(project, name, head):
     """Camera footage (H.264 with B-frames; 30 fps; portrait; an odd size): the frames the
     server reads change at the same moments as the frames Blender shows, not a frame before or
-    after. (Pixel by pixel the two differ: Blender's shrink samples single pixels, the server's
-    averages, which on detailed footage outweighs the small motion between frames; the timing
-    of the motion is what must agree.)"""
+    after. (Pixel by pixel the two differ: both shrink by picking single pixels, but not the same
+    ones, which on detailed footage outweighs the small motion between frames; the timing of
+    the motion is what must agree.)"""
     import av
 
     path = REAL_CLIPS / f"{name}.mp4"
