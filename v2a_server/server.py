@@ -519,7 +519,7 @@ class FoleyServer:
         }
 
 
-# ---- security helpers -------------------------------------------------------------------
+# ---- message helpers --------------------------------------------------------------------
 
 
 def _prepare_reply(request_id: str, done: Future, seconds: float) -> Message:
@@ -546,6 +546,9 @@ def frame_count(frames: dict[str, Any]) -> int:
     if frames["encoding"] == "source":
         return len(frames["source"]["frame_indices"])
     return len(frames["buffers"])
+
+
+# ---- security helpers -------------------------------------------------------------------
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
