@@ -287,14 +287,19 @@ class FoleyServer:
                 "not on a loopback address, or runs with --no-local-files)", field="body.source",
                 parent=message.id))
             return
+        t0 = time.monotonic()
+        future = self._read_source_soon(message.body["source"])
+        future.add_done_callback(
+            lambda done: self.post(("prepared", identity, message.id, done, time.monotonic() - t0)))
+
+    def _read_source_soon(self, source: dict[str, Any]) -> Future:
+        """Start reading source frames on the reader thread (the cache keeps them for the job;
+        a job that gets there first waits for this read rather than reading twice)."""
         from v2a_server.source_frames import read_source_frames
 
         if self._source_reader is None:
             self._source_reader = ThreadPoolExecutor(1, thread_name_prefix="source-read")
-        t0 = time.monotonic()
-        future = self._source_reader.submit(read_source_frames, message.body["source"])
-        future.add_done_callback(
-            lambda done: self.post(("prepared", identity, message.id, done, time.monotonic() - t0)))
+        return self._source_reader.submit(read_source_frames, source)
 
     def _accept(self, identity: bytes, client: ClientState, message: Message) -> None:
         def refuse(code: str, text: str, field: str | None = None) -> None:
@@ -323,6 +328,10 @@ class FoleyServer:
                           "jobs); try again later")
         self._next_seq += 1
         client.jobs[job.request_id] = job
+        if job.body["frames"]["encoding"] == "source":
+            # While earlier jobs generate, this one's frames are read (errors: the job's own
+            # read raises them again, then).
+            self._read_source_soon(job.body["frames"]["source"])
         logger.info("%s: queued (%.1f s of audio, %d frames, %s)", job.label,
                     job.body["duration_s"], frame_count(job.body["frames"]),
                     job.body["frames"]["encoding"])

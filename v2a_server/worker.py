@@ -176,6 +176,8 @@ class ModelWorker(threading.Thread):
                 self.post(("progress", job, _progress("reading frames", 0, 0, None,
                                                       time.monotonic() - job.started_at)))
                 frames, cached = read_source_frames(job.body["frames"]["source"])
+                # cached: read by another request (a prepare, the read at queueing, an
+                # earlier job); source_read_s: what this job spent reading or waiting
                 source_timings = {"source_read_s": time.monotonic() - t_prep,
                                   "source_cached": float(cached)}
             inputs = prepare_inputs(self.pipe, job.body, job.buffers, frames)
