@@ -59,7 +59,7 @@ def picture_key(scene, strip, frames: list[int], short_side_px: int) -> str | No
         for other in sorted((s for s in top_level if s.name in keep), key=lambda s: s.name):
             parts.append(("strip", _dump(other, 0, set())))
             parts.append(("channel_muted", compat.channel_muted(se, other.channel)))
-        parts.append(("animation", _sequencer_curves(scene)))
+        parts.append(("animation", sequencer_curves(scene)))
     except Unfingerprintable:
         return None
     return hashlib.sha1(repr(parts).encode("utf-8", "backslashreplace")).hexdigest()
@@ -98,15 +98,19 @@ def _scene_state(scene) -> tuple:
             scene.sequencer_colorspace_settings.name)
 
 
-def _sequencer_curves(scene) -> list:
-    """Keyframes on sequencer properties (animated opacity, transforms...)."""
+def sequencer_curves(scene) -> list:
+    """Keyframes on sequencer properties (animated opacity, transforms...).
+
+    Raises:
+        Unfingerprintable: drivers or F-curve modifiers on the sequencer.
+    """
     anim = scene.animation_data
     if anim is None:
         return []
     if any(d.data_path.startswith("sequence_editor.") for d in anim.drivers):
         raise Unfingerprintable  # a driver reads things outside the sequencer
     found = []
-    for curve in action_curves(anim.action) if anim.action is not None else ():
+    for curve in _action_curves(anim.action) if anim.action is not None else ():
         if not curve.data_path.startswith("sequence_editor."):
             continue
         if len(curve.modifiers):
@@ -117,7 +121,7 @@ def _sequencer_curves(scene) -> list:
     return found
 
 
-def action_curves(action):
+def _action_curves(action):
     if hasattr(action, "fcurves") and len(getattr(action, "fcurves", ())):
         yield from action.fcurves
         return

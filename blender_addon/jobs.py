@@ -400,9 +400,9 @@ class JobManager:
         images = capture.images
         capture.close()
         job.capture = None
-        from_source = getattr(capture, "source", None) is not None
-        job.timings_s["capture_cached"] = float(isinstance(capture, ReadyFrames)
-                                                and not from_source)
+        ready = isinstance(capture, ReadyFrames)
+        from_source = ready and capture.source is not None
+        job.timings_s["capture_cached"] = float(ready and not from_source)
         job.timings_s["frames_from_source"] = float(from_source)
         self._remember_capture(capture)
         s = job.settings

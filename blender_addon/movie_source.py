@@ -16,7 +16,7 @@ import os
 
 import bpy
 
-from . import compat, sync
+from . import capture_cache, compat, sync
 from .capture import strips_to_keep
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def source_request(scene, strip, frames: list[int], short_side_px: int) -> dict 
 def ineligible_reason(scene, strip, frames: list[int]) -> str | None:
     """Why Blender's picture of ``strip`` may differ from its file's frames, or None."""
     if strip.type != "MOVIE":
-        return f"a {strip.type.lower()} strip"
+        return f"{strip.type.lower()} strip"
     if len(strip.modifiers):
         return "strip modifiers"
     t = strip.transform
@@ -108,12 +108,8 @@ def ineligible_reason(scene, strip, frames: list[int]) -> str | None:
 
 
 def _animated(scene) -> bool:
-    anim = scene.animation_data
-    if anim is None:
-        return False
-    if any(d.data_path.startswith("sequence_editor.") for d in anim.drivers):
+    """Keyframes, drivers or F-curve modifiers on the sequencer (capture_cache reads them)."""
+    try:
+        return bool(capture_cache.sequencer_curves(scene))
+    except capture_cache.Unfingerprintable:
         return True
-    from .capture_cache import action_curves
-
-    return anim.action is not None and any(
-        c.data_path.startswith("sequence_editor.") for c in action_curves(anim.action))

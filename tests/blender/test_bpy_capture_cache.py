@@ -87,7 +87,7 @@ def test_keyframed_opacity_and_scene_strips(project, movie_path):
     movie.keyframe_insert("blend_alpha", frame=1)
     animated = _key(scene, movie)
     assert animated not in (None, key)
-    curves = addon_module("capture_cache")._sequencer_curves(scene)
+    curves = addon_module("capture_cache").sequencer_curves(scene)
     assert curves and curves[0][0].endswith("blend_alpha")
     # A scene strip's picture is a whole scene: never cached.
     inner = bpy.data.scenes.new("Inner")
