@@ -61,6 +61,9 @@ SEND_LINGER_MS = 2000  # flush final replies on exit
 RECV_BATCH = 256  # requests handled per loop turn before worker events get their turn
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 
+NO_LOCAL_FILES = ("this server does not read files named by clients (it is not on a loopback "
+                  "address, or runs with --no-local-files)")
+
 
 @dataclass
 class ClientState:
@@ -282,10 +285,8 @@ class FoleyServer:
     def _prepare(self, identity: bytes, message: Message) -> None:
         """Read a movie's frames now, so that a generate naming them finds them ready."""
         if not self.reads_local_files:
-            self._send(identity, error_message(
-                "source_unavailable", "this server does not read files named by clients (it is "
-                "not on a loopback address, or runs with --no-local-files)", field="body.source",
-                parent=message.id))
+            self._send(identity, error_message("source_unavailable", NO_LOCAL_FILES,
+                                               field="body.source", parent=message.id))
             return
         t0 = time.monotonic()
         future = self._read_source_soon(message.body["source"])
@@ -313,9 +314,8 @@ class FoleyServer:
             return refuse("duplicate_id", f"request id {message.id} is already in use by one of "
                           "your jobs", "header.id")
         if message.body["frames"]["encoding"] == "source" and not self.reads_local_files:
-            return refuse("source_unavailable", "this server does not read files named by "
-                          "clients (it is not on a loopback address, or runs with "
-                          "--no-local-files): send the frames themselves", "body.frames.source")
+            return refuse("source_unavailable", f"{NO_LOCAL_FILES}: send the frames themselves",
+                          "body.frames.source")
         job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq)
         # A job's first event is "queued": send it before the job becomes visible to a
         # worker, which may take it at once (only this thread adds jobs, so the length holds).
