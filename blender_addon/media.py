@@ -1,4 +1,6 @@
-"""Pixels and samples without bpy: BMP frames in, resampled WAV bytes out.
+"""Pixels and samples without bpy: BMP frames in, resampled samples and WAV files read back.
+
+(WAV files are written with ``foley_protocol.client.wav_bytes``, the one WAV writer.)
 
 numpy is always there in Blender; ``soxr`` comes from the extension's bundled wheels and is
 imported only when resampling.
@@ -57,18 +59,6 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int, samples_out: int) -
     if len(audio) >= samples_out:
         return np.ascontiguousarray(audio[:samples_out])
     return np.concatenate([audio, np.zeros(samples_out - len(audio), np.float32)])
-
-
-def wav_float32(audio: np.ndarray, sample_rate: int) -> bytes:
-    """A mono 32-bit IEEE-float WAV file holding ``audio`` (values kept as generated)."""
-    data = np.ascontiguousarray(audio, dtype="<f4").tobytes()
-    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)
-    fact = struct.pack("<I", len(data) // 4)
-    size = 4 + (8 + len(fmt)) + (8 + len(fact)) + (8 + len(data))
-    return b"".join([b"RIFF", struct.pack("<I", size), b"WAVE",
-                     b"fmt ", struct.pack("<I", len(fmt)), fmt,
-                     b"fact", struct.pack("<I", len(fact)), fact,
-                     b"data", struct.pack("<I", len(data)), data])
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import compat, files, jobs, sync
-from .capture import CaptureError, check_capturable
-from .preferences import get_preferences
+from foley_protocol.protocol import MAX_STEPS, MAX_VARIATIONS
 
-MAX_DURATION_S = 60.0  # the protocol's limit per request
+from . import compat, jobs
+from .job_request import GenerateSettings, RequestBuilder, RequestError
+from .preferences import get_preferences
 
 
 def _sequencer_poll(cls, context) -> bool:
@@ -32,10 +32,10 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
         description="Use this caption for every selected strip instead of each strip's own")
     seed: IntProperty(name="Seed", default=-1, min=-1, options={"SKIP_SAVE"},
                       description="Random seed (-1: the server picks one; stored on the take)")
-    steps: IntProperty(name="Steps", default=-1, min=-1, max=1000, options={"SKIP_SAVE"},
+    steps: IntProperty(name="Steps", default=-1, min=-1, max=MAX_STEPS, options={"SKIP_SAVE"},
                        description="Denoising steps (-1: preferences)")
-    variations: IntProperty(name="Variations", default=0, min=0, max=4, options={"SKIP_SAVE"},
-                            description="Takes per strip (0: preferences)")
+    variations: IntProperty(name="Variations", default=0, min=0, max=MAX_VARIATIONS,
+                            options={"SKIP_SAVE"}, description="Takes per strip (0: preferences)")
 
     @classmethod
     def poll(cls, context):
@@ -44,56 +44,35 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
 
     def execute(self, context):
         scene = compat.vse_scene(context)
-        se = scene.sequence_editor
-        prefs = get_preferences(context)
         try:
-            output_dir = files.resolve_output_dir(prefs.output_dir, bpy.data.filepath,
-                                                  bpy.app.tempdir)
-        except files.OutputFolderError as exc:
+            builder = RequestBuilder(context)
+        except RequestError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        candidates = [s for s in compat.selected_strips(context, se)
+        candidates = [s for s in compat.selected_strips(context, scene.sequence_editor)
                       if s.type in compat.VISUAL_TYPES]
         if not candidates:
             self.report({"ERROR"}, "Select a movie, image sequence, scene or meta strip first")
             return {"CANCELLED"}
-
-        scene_fps = sync.scene_rate(scene.render.fps, scene.render.fps_base)
-        steps = self.steps if self.steps >= 0 else prefs.steps
-        settings_common = {
-            "negative_caption": prefs.negative_caption,
-            "seed": None if self.seed < 0 else self.seed,
-            "steps": steps or None,
-            "guidance": prefs.guidance if prefs.guidance >= 1.0 else None,  # 0: model default
-            "sampler": prefs.sampler,
-            "variations": self.variations or prefs.variations,
-        }
         try:
-            manager = jobs.connected_manager(prefs)
-        except ValueError as exc:
+            builder.connect()
+        except RequestError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         queued, problems = [], []
         for strip in candidates:
+            caption = self.caption or strip.foley.caption
+            settings = GenerateSettings.from_preferences(builder.prefs, caption, self.seed,
+                                                         self.steps, self.variations)
             try:
-                check_capturable(scene, strip)
-            except CaptureError as exc:
+                builder.queue(scene, strip, compat.strip_range(strip), settings)
+            except RequestError as exc:
                 problems.append(str(exc))
                 continue
-            first, end = compat.strip_range(strip)
-            duration_s = (end - first) / scene_fps
-            if duration_s > MAX_DURATION_S:
-                problems.append(f"{strip.name!r} shows {duration_s:.1f} s; Foley is generated "
-                                f"for at most {MAX_DURATION_S:.0f} s at once: split or trim it")
-                continue
-            caption = self.caption or strip.foley.caption
             if not caption.strip():
                 problems.append(f"{strip.name!r} has no caption: the model will only follow "
                                 "the picture")
-            manager.add(jobs.new_job(manager, prefs, scene, strip, (first, end), scene_fps,
-                                     output_dir, {**settings_common, "caption": caption}))
             queued.append(strip.name)
-        jobs.ensure_timer()
         if not queued:
             self.report({"ERROR"}, "; ".join(problems))
             return {"CANCELLED"}
@@ -131,8 +110,9 @@ class SEQUENCER_OT_foley_connect(bpy.types.Operator):
     def execute(self, context):
         prefs = get_preferences(context)
         manager = jobs.manager()
-        manager.ensure_client(prefs.server_address.strip(), prefs.server_public_key.strip())
-        manager.request_status()
+        manager.connection.ensure(prefs.server_address.strip(), prefs.server_public_key.strip(),
+                                  busy=bool(manager.active_jobs()))
+        manager.connection.request_status()
         jobs.ensure_timer()
         return {"FINISHED"}
 

@@ -1,8 +1,9 @@
 """Placement: a result becomes WAV files, sound strips, take records and onset markers.
 
-All of it or nothing: ``place_takes`` records what it creates and removes it again (strips,
-sound datablocks, markers, files) if any step fails, so a failure leaves the project and the
-output folder as they were. On success the caller pushes one undo step.
+All of it or nothing: ``place_takes`` (and ``range_placement.place_range_takes``) records what
+it creates and removes it again (strips, sound datablocks, markers, files) if any step fails,
+so a failure leaves the project and the output folder as they were. On success the caller
+pushes one undo step. The helpers below (a take's file, record and sync picture) serve both.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
-from . import compat, files, media, review, sync
+from foley_protocol.client import wav_bytes
 
-MAX_NAME_CHARS = 63  # Blender names (strips, markers) hold 63 bytes
+from . import compat, files, markers, media, review, sync
 
 
 @dataclass
@@ -70,15 +71,17 @@ class RegenRequest:
         """Nothing of the old take is kept: no inpaint source is sent."""
         return self.audio is None
 
+    def inpaint_fields(self) -> dict:
+        """The generate request's inpaint fields: the take's own audio (no server-side state
+        is needed); none for a whole take."""
+        if self.whole_take:
+            return {}
+        return {"inpaint_audio": self.audio, "inpaint_sample_rate": self.sample_rate,
+                "inpaint_range_s": self.range_s}
+
 
 class PlacementError(RuntimeError):
     """Placement was impossible; nothing was left behind."""
-
-
-def clip_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
-    """``name`` cut to what a Blender name holds (bytes, never half a character)."""
-    data = name.encode("utf-8")[:limit]
-    return data.decode("utf-8", errors="ignore")
 
 
 def next_take_number(scene, source_name: str) -> int:
@@ -92,20 +95,12 @@ def next_take_number(scene, source_name: str) -> int:
     return highest + 1
 
 
-def remove_take_markers(scene, marker_tag: str) -> int:
-    """Remove the timeline markers of one take (names starting with ``marker_tag``)."""
-    markers = [m for m in scene.timeline_markers if m.name.startswith(marker_tag)]
-    for marker in markers:
-        scene.timeline_markers.remove(marker)
-    return len(markers)
-
-
 def _occupied(sequence_editor) -> list[tuple[int, int, int]]:
     return [(s.channel, *compat.strip_range(s)) for s in compat.strips(sequence_editor)]
 
 
 def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
-                settings: dict, pictures: list[bytes] | None = None,
+                settings, pictures: list[bytes] | None = None,
                 ) -> tuple[list[PlacedTake], list[str]]:
     """Write and place one take per audio variation.
 
@@ -113,7 +108,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
         snapshot: the source strip at click time.
         result: the server's ``result`` body (sample rate, seed, onsets, model, ...).
         audio: one float32 [samples] array per variation, at ``result.audio.sample_rate``.
-        settings: what was asked (caption, negative_caption, sampler, steps, guidance).
+        settings: what was asked (``job_request.GenerateSettings``).
         pictures: the result's sync pictures (PNG bytes, one per variation), written beside
             each take's audio as ``<take file>_sync.png``.
     Returns:
@@ -157,13 +152,9 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
     uid = scene.foley.next_take_uid
     try:
         for variation, samples in enumerate(audio):
-            wav = media.wav_float32(media.resample(samples, rate_in, mix_rate, samples_out),
-                                    mix_rate)
-            number = next_take_number(scene, snapshot.strip_name)
-            number = max([number] + [p.number + 1 for p in placed])
-            path, number = files.write_new_file(
-                snapshot.output_dir, lambda n: files.take_filename(snapshot.strip_name, n),
-                number, wav)
+            samples = media.resample(samples, rate_in, mix_rate, samples_out)
+            path, number = write_take_file(scene, snapshot, snapshot.strip_name, placed,
+                                           samples, mix_rate)
             created_files.append(path)
 
             plan = sync.plan_sound(first, end - first, fps, True)
@@ -172,7 +163,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
             if track is None:
                 raise PlacementError(f"No free channel above channel {channel} for frames "
                                      f"{plan.frame_start}-{plan.frame_end}")
-            name = clip_name(f"{snapshot.strip_name} Foley {number}")
+            name = markers.clip_name(f"{snapshot.strip_name} Foley {number}")
             strip = compat.strips(se).new_sound(name=name, filepath=path, channel=track,
                                                frame_start=plan.frame_start)
             created_strips.append(strip)
@@ -180,7 +171,7 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
                 strip.sound_offset = plan.sound_offset_s
             if compat.strip_range(strip)[1] != plan.frame_end:
                 compat.set_strip_end(strip, plan.frame_end)
-            stored = _stored_path(path, snapshot)
+            stored = stored_path(path, snapshot)
             if stored != path:
                 strip.sound.filepath = stored
             if hasattr(strip, "show_waveform"):
@@ -188,218 +179,100 @@ def place_takes(snapshot: Snapshot, result: dict, audio: list[np.ndarray],
 
             take_id = f"T{uid}"
             uid += 1
-            marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
             record = strip.foley
             record.is_foley = True
             record.source = snapshot.strip_name
-            take = record.takes.add()
-            take.take_id = take_id
-            take.number = number
-            take.filepath = strip.sound.filepath
-            take.caption = settings["caption"]
-            take.negative_caption = settings["negative_caption"]
-            take.seed = str(result["seed"])
-            take.sampler = result.get("sampler", settings["sampler"])
-            take.steps = int(result.get("steps", 0))
-            take.guidance = float(result.get("guidance") or settings["guidance"] or 0.0)
-            take.model_id = result.get("model_id", "")
-            take.variation = variation
+            take = add_take_record(
+                record, take_id=take_id, number=number, filepath=strip.sound.filepath,
+                result=result, settings=settings, variation=variation, sample_rate=mix_rate,
+                marker_tag=markers.take_marker_tag(snapshot.marker_prefix, take_id),
+                onsets=onsets)
+            take.negative_caption = settings.negative_caption
+            take.guidance = float(result.get("guidance") or settings.guidance or 0.0)
             take.frame_start = plan.frame_start
             take.frame_end = plan.frame_end
             take.start_time_s = first / fps
             take.duration_s = duration_s
-            take.sample_rate = mix_rate
-            take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
-            take.marker_tag = marker_tag
-            for time_s, probability in onsets:
-                onset = take.onsets.add()
-                onset.time_s = float(time_s)
-                onset.probability = float(probability)
             record.active_take = record.take_index = len(record.takes) - 1
 
             frames = sync.onset_marker_frames((t for t, _ in onsets), first, fps, end)
-            marker_names = {}
-            for k, frame in enumerate(frames, start=1):
-                marker = scene.timeline_markers.new(clip_name(f"{marker_tag}{k}"), frame=frame)
-                marker.select = False
-                created_markers.append(marker)
-                marker_names[frame] = marker.name
+            made = markers.add_markers(scene, take.marker_tag, frames)
+            created_markers += made
             review.record_placed_take(take, result, variation, [
                 (t, p, f) for t, p in onsets
-                for f in sync.onset_marker_frames([t], first, fps, end)], marker_names)
-            take.hinted = bool(settings.get("onset_hints_s"))
-            if pictures and variation < len(pictures):
-                picture = write_sync_picture(snapshot, path, pictures[variation])
-                created_files.append(picture)
-                take.sync_picture = _stored_path(picture, snapshot)
+                for f in sync.onset_marker_frames([t], first, fps, end)],
+                {m.frame: m.name for m in made})
+            write_sync_picture(snapshot, take, path, pictures, variation, created_files)
             placed.append(PlacedTake(strip.name, take_id, number, path, track, frames))
         scene.foley.next_take_uid = uid
     except Exception as exc:
-        _roll_back(scene, created_strips, created_markers, created_files)
+        roll_back(scene, created_strips, created_markers, created_files)
         if isinstance(exc, PlacementError):
             raise
         raise PlacementError(f"Could not place the Foley: {exc}") from exc
     return placed, warnings
 
 
-def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
-                      audio: list[np.ndarray], settings: dict,
-                      pictures: list[bytes] | None = None) -> tuple[list[PlacedTake], list[str]]:
-    """Add one take per variation of a range regeneration to the Foley strip; play the first.
-
-    Each new take keeps the old take's onsets outside the range (a marker the editor moved
-    counts where it is now) and gets the result's onsets inside it. The strip switches to the
-    first new take: the old take's markers inside the range are replaced by the new onsets,
-    those outside keep their frames (renamed to the new take's tag). The old take's file and
-    record stay as they were.
-
-    Raises:
-        PlacementError: nothing was placed (and nothing was left behind).
-    """
-    from foley_protocol.protocol import INPAINT_MARGIN_S  # imported on use, as in jobs.py
-
-    from . import takes as takes_module  # (takes imports this module)
-
-    scene = bpy.data.scenes.get(snapshot.scene_name)
-    if scene is None or scene.sequence_editor is None:
-        raise PlacementError(f"Scene {snapshot.scene_name!r} was deleted while generating")
-    strip = compat.all_strips(scene.sequence_editor).get(regen.strip_name)
-    if strip is None or not strip.foley.is_foley:
-        raise PlacementError(f"The Foley strip {regen.strip_name!r} was deleted or renamed "
-                             "while generating")
-    record = strip.foley
-    base_index = takes_module.find_take(record, regen.take_id)
-    if base_index < 0:
-        raise PlacementError(f"Take {regen.take_id} of {regen.strip_name!r} was deleted while "
-                             "generating")
-    base = record.takes[base_index]
-    fps = snapshot.scene_fps
-    mix_rate = base.sample_rate or int(scene.render.ffmpeg.audio_mixrate)
-    samples_out = sync.target_samples(base.duration_s, mix_rate)
-    rate_in = int(result["audio"]["sample_rate"])
-    start_s, end_s = regen.range_s
-    range_lo, range_hi = regen.frames
-    active = record.takes[record.active_take] if record.active_take < len(record.takes) else None
-    base_active = active is not None and active.take_id == base.take_id
-    if base_active:
-        # The old take is on the timeline: its markers outside the range stay where they are
-        # now (also one the editor moved), the ones inside make way for the new onsets.
-        outside = sorted(m.frame for m in scene.timeline_markers
-                         if m.name.startswith(base.marker_tag)
-                         and not range_lo <= m.frame < range_hi)
-    else:
-        outside = [f for f in takes_module.marker_frames(base, fps)
-                   if not range_lo <= f < range_hi]
-    kept = _onsets_at_frames(base, outside, fps)
-    # New onsets whose marker lands inside the range (by frame, so that the stored onsets and
-    # the markers agree whenever the take is shown again).
-    new = [(float(t), float(p)) for t, p in zip(result.get("onset_times_s", []),
-                                                 result.get("onset_probabilities", []))
-           if range_lo <= _marker_frame(t, base, fps) < range_hi]
-    onsets = sorted(kept + new)
-    old_audio = (None if regen.whole_take
-                 else media.resample(regen.audio, regen.sample_rate, mix_rate, samples_out))
-    # Review records of the kept markers carry their review state over to the new takes
-    # (keyed by where each marker is now: the editor may have moved it).
-    markers_now = review.take_markers(scene, base) if base_active else {}
-    old_states = {}
-    for item in base.review_markers:
-        marker = markers_now.get(item.marker_name)
-        old_states[marker.frame if marker is not None else item.frame] = item.state
-
-    created_files: list[str] = []
-    added_ids: list[str] = []
-    placed: list[PlacedTake] = []
-    uid = scene.foley.next_take_uid
-    try:
-        for variation, samples in enumerate(audio):
-            samples = media.resample(samples, rate_in, mix_rate, samples_out)
-            if old_audio is not None:
-                samples = media.keep_outside(samples, old_audio, mix_rate, start_s, end_s,
-                                             INPAINT_MARGIN_S)
-            wav = media.wav_float32(samples, mix_rate)
-            number = max([next_take_number(scene, record.source)]
-                         + [p.number + 1 for p in placed])
-            path, number = files.write_new_file(
-                snapshot.output_dir, lambda n: files.take_filename(record.source, n),
-                number, wav)
-            created_files.append(path)
-            stored_path = _stored_path(path, snapshot)
-            take_id = f"T{uid}"
-            uid += 1
-            take = record.takes.add()
-            added_ids.append(take_id)
-            for name in ("negative_caption", "sampler", "guidance", "model_id", "frame_start",
-                         "frame_end", "start_time_s", "duration_s"):
-                setattr(take, name, getattr(base, name))
-            take.take_id = take_id
-            take.number = number
-            take.filepath = stored_path
-            take.caption = settings["caption"]
-            take.seed = str(result["seed"])
-            take.sampler = result.get("sampler", base.sampler)
-            take.steps = int(result.get("steps", 0))
-            take.model_id = result.get("model_id", "") or base.model_id
-            take.variation = variation
-            take.sample_rate = mix_rate
-            take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
-            take.marker_tag = clip_name(f"{snapshot.marker_prefix}{take_id}.", 40)
-            take.range_start_s, take.range_end_s = start_s, end_s
-            take.based_on = base.take_id
-            for time_s, probability in onsets:
-                onset = take.onsets.add()
-                onset.time_s, onset.probability = time_s, probability
-            take.hinted = bool(settings.get("onset_hints_s"))
-            frames = sorted({_marker_frame(t, take, fps) for t, _ in onsets})
-            names = {frame: clip_name(f"{take.marker_tag}{k}") for k, frame in
-                     enumerate(frames, start=1)}
-            review.record_placed_take(take, result, variation, [
-                (t, p, _marker_frame(t, take, fps)) for t, p in onsets], names)
-            for item in take.review_markers:  # kept markers keep their review state
-                if not range_lo <= item.frame < range_hi and item.frame in old_states:
-                    item.state = old_states[item.frame]
-            if pictures and variation < len(pictures):
-                picture = write_sync_picture(snapshot, path, pictures[variation])
-                created_files.append(picture)
-                take.sync_picture = _stored_path(picture, snapshot)
-            placed.append(PlacedTake(strip.name, take_id, number, path, strip.channel))
-
-        first_new = record.takes[takes_module.find_take(record, added_ids[0])]
-        sound = takes_module.load_sound(first_new)
-    except Exception as exc:
-        for take_id in added_ids:
-            index = takes_module.find_take(record, take_id)
-            if index >= 0:
-                record.takes.remove(index)
-        _roll_back(scene, [], [], created_files)
-        if isinstance(exc, PlacementError):
-            raise
-        raise PlacementError(f"Could not place the regenerated range: {exc}") from exc
-
-    # From here on nothing can fail for want of a file: switch the strip and its markers.
-    if active is not None:
-        takes_module.stash_markers(scene, active)
-        remove_take_markers(scene, active.marker_tag)
-    takes_module.set_strip_sound(strip, sound)
-    frames = takes_module.restore_markers(scene, first_new, fps)
-    record.active_take = takes_module.find_take(record, first_new.take_id)
-    record.take_index = record.active_take
-    placed[0].marker_frames = frames
-    scene.foley.next_take_uid = uid
-    return placed, []
+def write_take_file(scene, snapshot: Snapshot, source_name: str, placed: list[PlacedTake],
+                    samples: np.ndarray, sample_rate: int) -> tuple[str, int]:
+    """Write one take's WAV file under the next free take number of ``source_name`` (above
+    those of ``placed``, the takes made so far from this result); returns (path, number)."""
+    number = max([next_take_number(scene, source_name)] + [p.number + 1 for p in placed])
+    wav = wav_bytes(np.ascontiguousarray(samples, dtype="<f4"), sample_rate)
+    return files.write_new_file(snapshot.output_dir,
+                                lambda n: files.take_filename(source_name, n), number, wav)
 
 
-def write_sync_picture(snapshot: Snapshot, audio_path: str, png: bytes) -> str:
-    """Write a take's sync picture beside its audio (``<take>_sync.png``, never over a file
-    that exists); returns its path."""
+# a range's new take keeps what its base take was made from and where it sits
+_KEPT_FROM_BASE = ("negative_caption", "sampler", "guidance", "model_id", "frame_start",
+                   "frame_end", "start_time_s", "duration_s")
+
+
+def add_take_record(record, *, take_id: str, number: int, filepath: str, result: dict,
+                    settings, variation: int, sample_rate: int, marker_tag: str,
+                    onsets: list[tuple[float, float]], base=None):
+    """A new take record in ``record.takes`` (a Foley strip's settings) for one variation of
+    ``result``; ``base``: the take a range regeneration started from (its source, frames and
+    model settings carry over). Returns the record."""
+    take = record.takes.add()
+    if base is not None:
+        for name in _KEPT_FROM_BASE:
+            setattr(take, name, getattr(base, name))
+    take.take_id = take_id
+    take.number = number
+    take.filepath = filepath
+    take.caption = settings.caption
+    take.seed = str(result["seed"])
+    take.sampler = result.get("sampler", base.sampler if base is not None else settings.sampler)
+    take.steps = int(result.get("steps", 0))
+    take.model_id = result.get("model_id", "") or (base.model_id if base is not None else "")
+    take.variation = variation
+    take.sample_rate = sample_rate
+    take.created = time.strftime("%Y-%m-%dT%H:%M:%S")
+    take.marker_tag = marker_tag
+    for time_s, probability in onsets:
+        onset = take.onsets.add()
+        onset.time_s, onset.probability = float(time_s), float(probability)
+    take.hinted = bool(settings.onset_hints_s)
+    return take
+
+
+def write_sync_picture(snapshot: Snapshot, take, audio_path: str,
+                       pictures: list[bytes] | None, variation: int,
+                       created_files: list[str]) -> None:
+    """Write variation ``variation``'s sync picture (if the result has one) beside its take's
+    audio (``<take>_sync.png``, never over a file that exists) and record it on ``take``."""
+    if not pictures or variation >= len(pictures):
+        return
     stem = os.path.splitext(os.path.basename(audio_path))[0]
     picture, _n = files.write_new_file(
         snapshot.output_dir, lambda n: f"{stem}_sync.png" if n == 0
-        else f"{stem}_sync.{n:03d}.png", 0, png)
-    return picture
+        else f"{stem}_sync.{n:03d}.png", 0, pictures[variation])
+    created_files.append(picture)
+    take.sync_picture = stored_path(picture, snapshot)
 
 
-def _stored_path(path: str, snapshot: Snapshot) -> str:
+def stored_path(path: str, snapshot: Snapshot) -> str:
     """``path`` as stored on a take: blend-relative when the output folder is."""
     if snapshot.relative_paths and bpy.data.filepath:
         try:
@@ -409,27 +282,8 @@ def _stored_path(path: str, snapshot: Snapshot) -> str:
     return path
 
 
-def _marker_frame(time_s: float, take, fps: float) -> int:
-    return sync.onset_marker_frames([time_s], take.frame_start, fps)[0]
-
-
-def _onsets_at_frames(take, frames, fps: float) -> list[tuple[float, float]]:
-    """Onsets (seconds, probability) of ``take`` that make markers at ``frames``.
-
-    A frame where one of the take's onsets lands keeps that onset's exact time; a frame
-    without one (a marker the editor moved) becomes an onset at that frame, probability 1.
-    """
-    by_frame: dict[int, list[tuple[float, float]]] = {}
-    for onset in take.onsets:
-        by_frame.setdefault(_marker_frame(onset.time_s, take, fps), []).append(
-            (onset.time_s, onset.probability))
-    kept: list[tuple[float, float]] = []
-    for frame in sorted(set(frames)):
-        kept += by_frame.get(frame) or [((frame - take.frame_start) / fps, 1.0)]
-    return kept
-
-
-def _roll_back(scene, strips_made, markers_made, files_made) -> None:
+def roll_back(scene, strips_made, markers_made, files_made) -> None:
+    """Remove what a failed placement made (each may be gone already)."""
     se = scene.sequence_editor
     for marker in markers_made:
         try:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from foley_protocol.protocol import (
+    DEFAULT_TIMEOUTS_S,
+    MAX_CAPTION_CHARS,
+    MAX_GUIDANCE,
+    MAX_STEPS,
+    MAX_VARIATIONS,
+)
 
 from . import compat
 
@@ -33,21 +40,22 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         description="Where generated WAV files are written; // is the folder of the .blend")
     sampler: EnumProperty(name="Sampler", items=SAMPLER_ITEMS, default="dpmpp",
                           description="Default sampler")
-    steps: IntProperty(name="Steps", default=0, min=0, max=1000,
+    steps: IntProperty(name="Steps", default=0, min=0, max=MAX_STEPS,
                        description="Default denoising steps per 10.24 s window (0: the model's "
                        "default)")
-    guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0,
+    guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=MAX_GUIDANCE,
                             description="Default classifier-free guidance (0: the model's own "
                             "tuned default; 1 = off, faster)")
-    variations: IntProperty(name="Variations", default=1, min=1, max=4,
+    variations: IntProperty(name="Variations", default=1, min=1, max=MAX_VARIATIONS,
                             description="Takes generated per strip in one job (each on its "
                             "own sound strip)")
     range_variations: IntProperty(
-        name="Range Variations", default=4, min=1, max=4,
+        name="Range Variations", default=MAX_VARIATIONS, min=1, max=MAX_VARIATIONS,
         description="Takes made by one Regenerate Range request (one batch on the server); "
         "all are added to the strip's takes, the first is switched to")
     negative_caption: StringProperty(name="Negative Caption", default=DEFAULT_NEGATIVE_CAPTION,
-                                     maxlen=1000, description="What should not be heard")
+                                     maxlen=MAX_CAPTION_CHARS,
+                                     description="What should not be heard")
     marker_prefix: StringProperty(name="Marker Prefix", default="Foley ", maxlen=16,
                                   description="Start of the names of onset markers")
     capture_short_side: IntProperty(
@@ -60,10 +68,12 @@ class FoleyPreferences(bpy.types.AddonPreferences):
         "their files instead of Blender rendering every frame (much faster). Strips with "
         "transforms, crops, effects, modifiers, grading or keyframes are always rendered")
     connect_timeout_s: FloatProperty(
-        name="Connect Timeout", default=5.0, min=0.5, max=120.0, unit="TIME_ABSOLUTE",
+        name="Connect Timeout", default=DEFAULT_TIMEOUTS_S["hello"], min=0.5, max=120.0,
+        unit="TIME_ABSOLUTE",
         description="How long to wait for the server to answer before giving up")
     job_timeout_s: FloatProperty(
-        name="Job Timeout", default=900.0, min=10.0, max=86400.0, unit="TIME_ABSOLUTE",
+        name="Job Timeout", default=DEFAULT_TIMEOUTS_S["generate"], min=10.0, max=86400.0,
+        unit="TIME_ABSOLUTE",
         description="Give up on a job without a result after this long")
 
     def draw(self, context):

@@ -40,6 +40,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from foley_protocol.protocol import MAX_CAPTION_CHARS
+
 from . import compat
 from .compat import STRIP_TYPE
 
@@ -154,7 +156,8 @@ class FoleyStripSettings(bpy.types.PropertyGroup):
 
     caption: StringProperty(
         name="Caption", description="What should be heard in this strip, e.g. "
-        "\"footsteps on gravel, a door slams\"", maxlen=1000, update=_caption_changed)
+        "\"footsteps on gravel, a door slams\"", maxlen=MAX_CAPTION_CHARS,
+        update=_caption_changed)
     is_foley: BoolProperty(name="Foley Strip", description="This sound strip was generated")
     source: StringProperty(name="Source Strip", description="The picture strip it was made for")
     takes: CollectionProperty(type=FoleyTake)

@@ -1,28 +1,22 @@
 """Sync review operators: step through onset markers, audition them, edit them, regenerate.
 
 Navigation and editing work on the active Foley strip's active take (navigation falls back to
-every take's markers when no Foley strip is active). Audition plays a short window around the
-playhead through the scene's preview range and puts everything back afterwards; the restore
-runs from ``poll_audition`` (a timer in the GUI; tests pump it, timers never fire in bpy).
+every take's markers when no Foley strip is active). The onset audition itself (a window of
+the timeline played once) is ``onset_audition``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
-from dataclasses import dataclass
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty
 
-from . import compat, files, jobs, placement, review, takes
-from .preferences import get_preferences
+from . import compat, onset_audition, review
+from .job_request import GenerateSettings, RequestBuilder, take_range_regen, whole_take_regen
 
 logger = logging.getLogger(__name__)
-
-AUDITION_POLL_S = 0.05
-AUDITION_MARGIN_S = 0.25  # the timer may run late; playback never outlives the window by more
 
 # (operator, key, ctrl, shift, alt, properties): none of these combinations is bound in
 # Blender's default keymaps that are active in the Sequencer (tests/blender/test_bpy_review.py).
@@ -111,121 +105,6 @@ class SEQUENCER_OT_foley_onset_previous(bpy.types.Operator):
 # ---- audition -------------------------------------------------------------------------------
 
 
-@dataclass
-class Audition:
-    """What an audition changed, to put back, and when it ends."""
-
-    scene_name: str
-    frame_current: int
-    use_preview_range: bool
-    frame_preview_start: int
-    frame_preview_end: int
-    start: int
-    end: int
-    deadline: float  # time.monotonic()
-    playing: bool  # we started playback (GUI); False in the bpy module
-    last_frame: int
-
-
-_audition: Audition | None = None
-
-
-def audition_active() -> Audition | None:
-    return _audition
-
-
-def _playing(screen) -> bool:
-    return bool(screen is not None and getattr(screen, "is_animation_playing", False))
-
-
-def _main_screen_override():
-    """Context override with a window, so playback can be stopped from a timer."""
-    wm = bpy.context.window_manager
-    windows = list(wm.windows) if wm is not None else []
-    if not windows:
-        return None
-    return {"window": windows[0], "screen": windows[0].screen}
-
-
-def start_audition(context, scene, center: int, before_s: float, after_s: float) -> Audition:
-    """Play ``[center - before_s, center + after_s]`` once; ``poll_audition`` restores."""
-    global _audition
-    if _audition is not None:
-        stop_audition()
-    fps = review.scene_fps(scene)
-    start = max(0, center - round(before_s * fps))
-    end = max(start + 1, center + round(after_s * fps))
-    state = Audition(scene.name, scene.frame_current, scene.use_preview_range,
-                     scene.frame_preview_start, scene.frame_preview_end, start, end,
-                     time.monotonic() + (end - start) / fps + AUDITION_MARGIN_S, False, start)
-    _audition = state
-    if _playing(context.screen):
-        bpy.ops.screen.animation_cancel(restore_frame=False)
-    scene.use_preview_range = True
-    # Order matters: the end may not go below the start and vice versa.
-    if start > scene.frame_preview_end:
-        scene.frame_preview_end = end
-        scene.frame_preview_start = start
-    else:
-        scene.frame_preview_start = start
-        scene.frame_preview_end = end
-    scene.frame_set(start)
-    if context.window is not None:  # the bpy module has no window: no playback there
-        try:
-            bpy.ops.screen.animation_play()
-            state.playing = True
-        except RuntimeError:
-            logger.debug("audition playback unavailable", exc_info=True)
-    if not bpy.app.timers.is_registered(poll_audition):
-        bpy.app.timers.register(poll_audition, first_interval=AUDITION_POLL_S,
-                                persistent=False)
-    return state
-
-
-def stop_audition() -> None:
-    """Stop the audition's playback and restore preview range and playhead."""
-    global _audition
-    state, _audition = _audition, None
-    if state is None:
-        return
-    if state.playing:
-        override = _main_screen_override()
-        if override is not None and _playing(override["screen"]):
-            try:
-                with bpy.context.temp_override(**override):
-                    bpy.ops.screen.animation_cancel(restore_frame=False)
-            except RuntimeError:
-                logger.debug("could not stop audition playback", exc_info=True)
-    scene = bpy.data.scenes.get(state.scene_name)
-    if scene is None:
-        return
-    scene.frame_preview_start = min(state.frame_preview_start, scene.frame_preview_end)
-    scene.frame_preview_end = state.frame_preview_end
-    scene.frame_preview_start = state.frame_preview_start
-    scene.use_preview_range = state.use_preview_range
-    scene.frame_set(state.frame_current)
-
-
-def poll_audition() -> float | None:
-    """Timer: end the audition at the window's end (or when playback stopped or looped)."""
-    state = _audition
-    if state is None:
-        return None
-    scene = bpy.data.scenes.get(state.scene_name)
-    done = scene is None or time.monotonic() >= state.deadline
-    if not done and state.playing and scene is not None:
-        override = _main_screen_override()
-        frame = scene.frame_current
-        stopped = override is None or not _playing(override["screen"])
-        looped = frame < state.last_frame  # the preview range wrapped around
-        done = stopped or looped or frame >= state.end
-        state.last_frame = frame
-    if done:
-        stop_audition()
-        return None
-    return AUDITION_POLL_S
-
-
 class SEQUENCER_OT_foley_onset_audition(bpy.types.Operator):
     """Play a short window around the playhead (the onset) once, then return to it"""
 
@@ -252,7 +131,7 @@ class SEQUENCER_OT_foley_onset_audition(bpy.types.Operator):
         if before + after <= 0:
             self.report({"ERROR"}, "The audition window is empty: set Before or After above 0")
             return {"CANCELLED"}
-        start_audition(context, scene, scene.frame_current, before, after)
+        onset_audition.start(context, scene, scene.frame_current, before, after)
         return {"FINISHED"}
 
 
@@ -444,64 +323,24 @@ class SEQUENCER_OT_foley_regenerate_markers(bpy.types.Operator):
         if take is None:
             return {"CANCELLED"}
         strip, _take = review.active_take(scene)
+        fps = review.scene_fps(scene)
         try:
-            range_s = preview_range_s(scene, take) if self.use_preview_range else None
-            job = build_regenerate_job(context, scene, strip, take, range_s, self.new_seed)
-        except (ValueError, OSError, files.OutputFolderError, takes.TakeError) as exc:
+            builder = RequestBuilder(context)
+            regen = (take_range_regen(strip, take, preview_range_s(scene, take), fps)
+                     if self.use_preview_range else whole_take_regen(strip, take, fps))
+            source = builder.picture_strip(scene, strip.foley.source, f"take {take.number}")
+            settings = GenerateSettings.from_take(
+                take, builder.prefs, 1, seed=-1 if self.new_seed or not take.seed.isdigit()
+                else int(take.seed), onset_hints_s=review.hint_times_s(scene, take))
+            job = builder.queue(scene, source, (take.frame_start, take.frame_end), settings,
+                                regen)
+        except ValueError as exc:  # a RequestError, or no preview range on the take
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        manager = jobs.manager()
-        manager.add(job)
-        jobs.ensure_timer()
-        hints = len(job.settings["onset_hints_s"])
+        hints = len(job.settings.onset_hints_s)
         self.report({"INFO"}, f"Foley: regenerating take {take.number} of "
                     f"{job.snapshot.strip_name} with {hints} onset hint(s)")
         return {"FINISHED"}
-
-
-def build_regenerate_job(context, scene, strip, take, range_s: tuple[float, float] | None,
-                         new_seed: bool) -> "jobs.Job":
-    """A Generate job for the take's source strip and range, its markers as onset hints.
-
-    Args:
-        range_s: (start, end) seconds from the take's first frame to regenerate, keeping the
-            rest of the take (its audio travels as the protocol's ``inpaint`` source); None
-            regenerates the whole take.
-        new_seed: draw a new seed instead of reusing the take's.
-
-    Raises:
-        ValueError: the source strip is gone, the range is empty, ...
-    """
-    from .capture import CaptureError, check_capturable
-
-    prefs = get_preferences(context)
-    output_dir = files.resolve_output_dir(prefs.output_dir, bpy.data.filepath, bpy.app.tempdir)
-    source = compat.all_strips(scene.sequence_editor).get(strip.foley.source)
-    if source is None:
-        raise ValueError(f"The picture strip {strip.foley.source!r} of take {take.number} was "
-                         "deleted or renamed")
-    try:
-        check_capturable(scene, source)
-    except CaptureError as exc:
-        raise ValueError(str(exc)) from None
-    fps = review.scene_fps(scene)
-    first, end = take.frame_start, take.frame_end
-    settings = {
-        "caption": take.caption, "negative_caption": take.negative_caption,
-        "seed": None if new_seed or not take.seed.isdigit() else int(take.seed),
-        "steps": take.steps or None, "guidance": take.guidance if take.guidance >= 1.0 else None,
-        "sampler": take.sampler or prefs.sampler, "variations": 1,
-        "onset_hints_s": review.hint_times_s(scene, take),
-    }
-    duration_s = (end - first) / fps
-    if range_s is None:  # the whole take: a new take of the same strip, nothing kept
-        regen = placement.RegenRequest(strip_name=strip.name, take_id=take.take_id,
-                                       frames=(first, end), range_s=(0.0, duration_s),
-                                       audio=None, sample_rate=0)
-    else:
-        regen = range_request(strip, take, range_s, duration_s, fps)
-    manager = jobs.connected_manager(prefs)
-    return jobs.new_job(manager, prefs, scene, source, (first, end), fps, output_dir, settings, regen)
 
 
 def preview_range_s(scene, take) -> tuple[float, float]:
@@ -517,21 +356,6 @@ def preview_range_s(scene, take) -> tuple[float, float]:
                          f"{scene.frame_preview_end} does not overlap take {take.number} "
                          f"(frames {first}-{end - 1})")
     return start_s, end_s
-
-
-def range_request(strip, take, range_s: tuple[float, float], duration_s: float,
-                  fps: float) -> "placement.RegenRequest":
-    """Regenerating ``range_s`` of a take lasting ``duration_s``; the take's audio is the
-    inpaint source, so the rest of it is kept."""
-    start_s, end_s = range_s
-    if not 0.0 <= start_s < end_s <= duration_s + 1e-6:
-        raise ValueError(f"Range {start_s:.3f}-{end_s:.3f} s is not inside take {take.number} "
-                         f"(0-{duration_s:.3f} s)")
-    end_s = min(end_s, duration_s)
-    audio, rate = takes.read_take_audio(take)
-    frames = (take.frame_start + round(start_s * fps), take.frame_start + round(end_s * fps))
-    return placement.RegenRequest(strip_name=strip.name, take_id=take.take_id, frames=frames,
-                                  range_s=(start_s, end_s), audio=audio, sample_rate=rate)
 
 
 # ---- registration ---------------------------------------------------------------------------
@@ -563,15 +387,12 @@ def register() -> None:
 
 
 def unregister() -> None:
-    global _audition
     for keymap, item in _keymap_items:
         try:
             keymap.keymap_items.remove(item)
         except (ReferenceError, RuntimeError):
             pass
     _keymap_items.clear()
-    if bpy.app.timers.is_registered(poll_audition):
-        bpy.app.timers.unregister(poll_audition)
-    _audition = None
+    onset_audition.unregister()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

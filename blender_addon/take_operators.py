@@ -7,8 +7,10 @@ import os
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import compat, files, jobs, placement, sync, takes
-from .capture import CaptureError, check_capturable
+from foley_protocol.protocol import MAX_VARIATIONS
+
+from . import compat, sync, takes
+from .job_request import GenerateSettings, RequestBuilder, take_range_regen
 from .preferences import get_preferences
 
 
@@ -55,7 +57,8 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
                             description="Caption for the range (empty: the take's caption)")
     seed: IntProperty(name="Seed", default=-1, min=-1, options={"SKIP_SAVE"},
                       description="Random seed (-1: the server picks one)")
-    variations: IntProperty(name="Variations", default=0, min=0, max=4, options={"SKIP_SAVE"},
+    variations: IntProperty(name="Variations", default=0, min=0, max=MAX_VARIATIONS,
+                            options={"SKIP_SAVE"},
                             description="New takes made in one batch (0: preferences)")
 
     @classmethod
@@ -111,7 +114,6 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
             self.report({"ERROR"}, f"{strip.name!r} has no active take")
             return {"CANCELLED"}
         take = settings.takes[settings.active_take]
-        prefs = get_preferences(context)
         fps = sync.scene_rate(scene.render.fps, scene.render.fps_base)
         try:
             if self.frame_start < 0 or self.frame_end < 0:
@@ -121,39 +123,16 @@ class SEQUENCER_OT_foley_regenerate_range(bpy.types.Operator):
                     take.frame_start, take.frame_end, fps, 0,
                     (self.frame_start, self.frame_end - 1),
                     preview_name=self.range_origin or "range given")
-            output_dir = files.resolve_output_dir(prefs.output_dir, bpy.data.filepath,
-                                                  bpy.app.tempdir)
-            source = compat.all_strips(scene.sequence_editor).get(settings.source)
-            if source is None:
-                raise CaptureError(f"The picture strip {settings.source!r} of this Foley strip "
-                                   "was deleted or renamed")
-            check_capturable(scene, source)
-            audio, rate = takes.read_take_audio(take)
-        except (ValueError, CaptureError, takes.TakeError) as exc:
+            builder = RequestBuilder(context)
+            source = builder.picture_strip(scene, settings.source, "this Foley strip")
+            regen = take_range_regen(strip, take, chosen.seconds(take.frame_start, fps), fps)
+            job_settings = GenerateSettings.from_take(
+                take, builder.prefs, self.variations or builder.prefs.range_variations,
+                caption=self.caption, seed=self.seed, default_steps=builder.prefs.steps)
+            builder.queue(scene, source, (take.frame_start, take.frame_end), job_settings, regen)
+        except ValueError as exc:  # a RequestError, or a range the rules cannot make
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-
-        range_s = chosen.seconds(take.frame_start, fps)
-        try:
-            manager = jobs.connected_manager(prefs)
-        except ValueError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        settings_job = {
-            "caption": self.caption or take.caption,
-            "negative_caption": take.negative_caption,
-            "seed": None if self.seed < 0 else self.seed,
-            "steps": take.steps or prefs.steps or None,
-            "guidance": take.guidance if take.guidance >= 1.0 else None,  # 0: model default
-            "sampler": take.sampler or prefs.sampler,
-            "variations": self.variations or prefs.range_variations,
-        }
-        regen = placement.RegenRequest(
-            strip_name=strip.name, take_id=take.take_id, frames=(chosen.start, chosen.end),
-            range_s=range_s, audio=audio, sample_rate=rate)
-        manager.add(jobs.new_job(manager, prefs, scene, source, (take.frame_start, take.frame_end),
-                                 fps, output_dir, settings_job, regen))
-        jobs.ensure_timer()
         self.report({"INFO"}, f"Foley: regenerating frames {chosen.start}–{chosen.end - 1} of "
                               f"{strip.name} take {take.number} ({chosen.origin})")
         return {"FINISHED"}
@@ -203,7 +182,7 @@ class SEQUENCER_OT_foley_audition_take(bpy.types.Operator):
         strip = active_foley_strip(context)
         try:
             _, take = _take_at(strip, self.index)
-            takes.audition(take)
+            takes.audition_take(take)
         except takes.TakeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -219,7 +198,7 @@ class SEQUENCER_OT_foley_stop_audition(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        takes.stop_audition()
+        takes.stop_take_audition()
         return {"FINISHED"}
 
 
@@ -255,7 +234,7 @@ class SEQUENCER_OT_foley_delete_take(bpy.types.Operator):
         try:
             index, take = _take_at(strip, self.index)
             number = take.number
-            takes.stop_audition()
+            takes.stop_take_audition()
             deleted = takes.delete_take(compat.vse_scene(context), strip, index)
         except takes.TakeError as exc:
             self.report({"ERROR"}, str(exc))

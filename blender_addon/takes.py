@@ -1,4 +1,4 @@
-"""Takes of a Foley strip: switch which one plays, audition one, delete one's file.
+"""Takes of a Foley strip: switch which one plays, audition one's file, delete one's file.
 
 A Foley strip plays its active take; only that take's onset markers are on the timeline.
 Switching stores where the editor left the active take's markers (moved, deleted, reviewed),
@@ -12,7 +12,7 @@ import os
 
 import bpy
 
-from . import compat, placement, sync
+from . import compat, markers, media, review, sync
 
 
 class TakeError(RuntimeError):
@@ -35,26 +35,14 @@ def marker_frames(take, scene_fps: float) -> list[int]:
                                     scene_fps, take.frame_end)
 
 
-def add_markers(scene, marker_tag: str, frames) -> list:
-    """Markers ``<tag>1``, ``<tag>2``, ... at ``frames`` (sorted)."""
-    made = []
-    for k, frame in enumerate(sorted(frames), start=1):
-        marker = scene.timeline_markers.new(placement.clip_name(f"{marker_tag}{k}"), frame=frame)
-        marker.select = False
-        made.append(marker)
-    return made
-
-
 def stash_markers(scene, take) -> None:
     """Before ``take``'s markers leave the timeline, keep in its review records where the
     editor left them (moved markers keep their new frame and time; deleted ones are dropped),
     so switching back shows the take as it was left."""
-    from . import review
-
-    markers = review.take_markers(scene, take)
+    on_timeline = review.take_markers(scene, take)
     for index in reversed(range(len(take.review_markers))):
         item = take.review_markers[index]
-        marker = markers.get(item.marker_name)
+        marker = on_timeline.get(item.marker_name)
         if marker is None:
             take.review_markers.remove(index)
         elif marker.frame != item.frame:
@@ -66,7 +54,8 @@ def restore_markers(scene, take, scene_fps: float) -> list[int]:
     """Put ``take``'s markers on the timeline: from its review records, or (a take without
     any) from its stored onsets. Returns their frames, sorted."""
     if not len(take.review_markers):
-        return [m.frame for m in add_markers(scene, take.marker_tag, marker_frames(take, scene_fps))]
+        return [m.frame for m in markers.add_markers(scene, take.marker_tag,
+                                                     marker_frames(take, scene_fps))]
     for item in take.review_markers:
         marker = scene.timeline_markers.new(item.marker_name, frame=item.frame)
         marker.select = False
@@ -80,8 +69,6 @@ def read_take_audio(take):
     Raises:
         TakeError: the file is missing or not a WAV this add-on reads (named in the message).
     """
-    from . import media
-
     path = take_path(take)
     try:
         with open(path, "rb") as fh:
@@ -127,8 +114,8 @@ def switch_take(scene, strip, index: int) -> None:
     if 0 <= settings.active_take < len(settings.takes):
         previous = settings.takes[settings.active_take]
         stash_markers(scene, previous)
-        placement.remove_take_markers(scene, previous.marker_tag)
-    placement.remove_take_markers(scene, take.marker_tag)  # never twice
+        markers.remove_take_markers(scene, previous.marker_tag)
+    markers.remove_take_markers(scene, take.marker_tag)  # never twice
     set_strip_sound(strip, sound)
     restore_markers(scene, take, fps)
     settings.active_take = index
@@ -166,7 +153,7 @@ def delete_take(scene, strip, index: int) -> str:
         switch_take(scene, strip, max(others, key=lambda i: settings.takes[i].number))
     take = settings.takes[index]
     path = take_path(take)
-    placement.remove_take_markers(scene, take.marker_tag)
+    markers.remove_take_markers(scene, take.marker_tag)
     deleted = ""
     if os.path.isfile(path) and not file_in_use_elsewhere(scene, path, strip, index):
         for sound in list(bpy.data.sounds):
@@ -181,35 +168,36 @@ def delete_take(scene, strip, index: int) -> str:
     return deleted
 
 
-# ---- audition: play a take's file without touching the timeline ----------------------------
+# ---- take audition: play a take's file without touching the timeline -----------------------
+# (not the onset audition of sync review, which plays a window of the timeline: onset_audition)
 
-_audition = {"handle": None, "path": ""}
+_take_audition = {"handle": None, "path": ""}
 
 
-def audition(take):
+def audition_take(take):
     """Play a take's file on the audio device (stops an audition already playing)."""
     import aud
 
     path = take_path(take)
     if not os.path.isfile(path):
         raise TakeError(f"The file of take {take.number} is missing: {path}")
-    stop_audition()
-    _audition["handle"] = aud.Device().play(aud.Sound(path))
-    _audition["path"] = path
-    return _audition["handle"]
+    stop_take_audition()
+    _take_audition["handle"] = aud.Device().play(aud.Sound(path))
+    _take_audition["path"] = path
+    return _take_audition["handle"]
 
 
-def auditioning() -> str:
+def take_audition_playing() -> str:
     """Path of the file being auditioned ("" when none)."""
-    handle = _audition["handle"]
+    handle = _take_audition["handle"]
     if handle is not None and not handle.status:  # played to the end (or no audio device)
-        _audition["handle"] = None
-    return _audition["path"] if _audition["handle"] is not None else ""
+        _take_audition["handle"] = None
+    return _take_audition["path"] if _take_audition["handle"] is not None else ""
 
 
-def stop_audition() -> bool:
-    """Stop the audition; True if one was playing."""
-    handle, _audition["handle"], _audition["path"] = _audition["handle"], None, ""
+def stop_take_audition() -> bool:
+    """Stop the take audition; True if one was playing."""
+    handle, _take_audition["handle"], _take_audition["path"] = _take_audition["handle"], None, ""
     if handle is None:
         return False
     handle.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bpy
 
 from . import compat, jobs, takes
-from .preferences import get_preferences
 
 
 class SequencerFoleyPanel:
@@ -34,7 +33,8 @@ class SEQUENCER_PT_foley(SequencerFoleyPanel, bpy.types.Panel):
             col = layout.column(align=True)
             col.label(text=f"{strip.name}", icon="SEQUENCE")
             col.prop(strip.foley, "caption", text="")
-            route = jobs.manager().frames_route(scene, strip, get_preferences(context))
+            # computed by the job loop when something changed (it stats files, walks curves)
+            route = jobs.manager().routes.get(scene, strip)
             if route:
                 col.label(text=route, icon="FILE_MOVIE" if "server" in route else "RENDER_STILL")
         elif strip.foley.is_foley:
@@ -64,8 +64,8 @@ class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
             box = layout.box()
             row = box.row()
             row.label(text=f"{job.number}. {job.label}",
-                      icon={"done": "CHECKMARK", "failed": "ERROR",
-                            "cancelled": "CANCEL"}.get(job.state, "TIME"))
+                      icon={jobs.JobState.DONE: "CHECKMARK", jobs.JobState.FAILED: "ERROR",
+                            jobs.JobState.CANCELLED: "CANCEL"}.get(job.state, "TIME"))
             if job.active:
                 op = row.operator("sequencer.foley_cancel", text="", icon="X", emboss=False)
                 op.job = job.number
@@ -75,7 +75,7 @@ class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
                     box.label(text=f"{int(fraction * 100)} % · {text}")
             else:
                 sub = box.row()
-                sub.alert = job.state == "failed"
+                sub.alert = job.state == jobs.JobState.FAILED
                 sub.label(text=text)
         if manager.active_jobs():
             layout.operator("sequencer.foley_cancel", text="Cancel All", icon="CANCEL")
@@ -89,10 +89,10 @@ class SEQUENCER_PT_foley_server(SequencerFoleyPanel, bpy.types.Panel):
         layout = self.layout
         manager = jobs.manager()
         row = layout.row()
-        connected = manager.client is not None and manager.client.connected
-        row.label(text=manager.connection_text(), icon="LINKED" if connected else "UNLINKED")
+        connected = manager.connection.connected
+        row.label(text=manager.connection.text(), icon="LINKED" if connected else "UNLINKED")
         row.operator("sequencer.foley_connect", text="", icon="FILE_REFRESH")
-        status = manager.server_status
+        status = manager.connection.server_status
         if not connected or status is None:
             return
         col = layout.column(align=True)
@@ -153,7 +153,7 @@ class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
                              settings, "take_index", rows=3)
         row = layout.row(align=True)
         row.operator("sequencer.foley_switch_take", text="Use", icon="CHECKMARK")
-        if takes.auditioning():
+        if takes.take_audition_playing():
             row.operator("sequencer.foley_stop_audition", text="Stop", icon="SNAP_FACE")
         else:
             row.operator("sequencer.foley_audition_take", text="Audition", icon="PLAY_SOUND")

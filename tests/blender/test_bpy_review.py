@@ -170,7 +170,7 @@ def test_next_and_previous_step_through_the_take_markers_in_order(generated):
 
 
 def test_audition_plays_the_window_then_restores_playback_state(project, addon):
-    ops = addon_module("review_operators")
+    audition = addon_module("onset_audition")
     scene = setup_scene(FPS)
     scene.frame_set(50)
     scene.use_preview_range = True
@@ -180,7 +180,7 @@ def test_audition_plays_the_window_then_restores_playback_state(project, addon):
 
     t0 = time.monotonic()
     assert bpy.ops.sequencer.foley_onset_audition() == {"FINISHED"}
-    state = ops.audition_active()
+    state = audition.active()
     assert state is not None
     # 0.5 s before and after at 24 fps: frames 38..62, playhead on the first.
     assert (scene.use_preview_range, scene.frame_preview_start,
@@ -189,12 +189,12 @@ def test_audition_plays_the_window_then_restores_playback_state(project, addon):
     screen = bpy.context.window_manager.windows[0].screen
     assert state.playing and screen.is_animation_playing
 
-    while (interval := ops.poll_audition()) is not None:
+    while (interval := audition.poll()) is not None:
         assert time.monotonic() - t0 < 5.0, "the audition never ended"
         time.sleep(interval)
     waited = time.monotonic() - t0
     assert 1.0 <= waited < 2.0  # the window is 1 s (+ the timer's margin)
-    assert ops.audition_active() is None and not screen.is_animation_playing
+    assert audition.active() is None and not screen.is_animation_playing
     assert (scene.frame_current, scene.use_preview_range, scene.frame_preview_start,
             scene.frame_preview_end) == before
 
@@ -203,7 +203,7 @@ def test_audition_plays_the_window_then_restores_playback_state(project, addon):
     assert bpy.ops.sequencer.foley_onset_audition(before_s=0.25, after_s=0.0) == {"FINISHED"}
     assert (scene.frame_preview_start, scene.frame_preview_end) == (44, 50)
     assert screen.is_animation_playing
-    ops.stop_audition()
+    audition.stop()
     assert not screen.is_animation_playing
     assert not scene.use_preview_range and scene.frame_current == 50
     with pytest.raises(RuntimeError, match="window is empty"):
@@ -364,8 +364,8 @@ def test_regenerate_with_markers_sends_the_edited_markers_as_hints(generated, jo
 
     assert bpy.ops.sequencer.foley_regenerate_markers() == {"FINISHED"}
     job = jobs.manager().jobs[-1]
-    assert job.settings["onset_hints_s"] == pytest.approx(expected, abs=1e-5)
-    assert job.settings["seed"] == int(take.seed)
+    assert job.settings.onset_hints_s == pytest.approx(expected, abs=1e-5)
+    assert job.settings.seed == int(take.seed)
     assert job.regen is not None and job.regen.whole_take  # nothing of the old take is sent
     jobs.wait_until_idle(timeout_s=180)
     assert job.state == "done", job.message

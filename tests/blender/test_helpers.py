@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from blender_addon import files, media, sync
+from foley_protocol.client import wav_bytes
 
 # ---- sync ----------------------------------------------------------------------------------
 
@@ -201,10 +202,11 @@ def test_resample_keeps_pitch_and_exact_length(rate_out):
     assert np.all(out[len(out) - 5:] == 0) or len(out) <= rate_out  # padding only past 1 s
 
 
-def test_wav_float32_reads_back():
+def test_wav_bytes_reads_back():
+    """The take files' writer (the protocol package's, the one WAV writer)."""
     soundfile = pytest.importorskip("soundfile")
     audio = np.linspace(-1, 1, 4801, dtype=np.float32)
-    data, rate = soundfile.read(io.BytesIO(media.wav_float32(audio, 48000)), dtype="float32")
+    data, rate = soundfile.read(io.BytesIO(wav_bytes(audio, 48000)), dtype="float32")
     assert rate == 48000
     np.testing.assert_array_equal(data, audio)
 
@@ -221,7 +223,7 @@ def test_read_wav_decodes_what_soundfile_writes(tmp_path, subtype):
     assert rate == 44100 and audio.dtype == np.float32
     np.testing.assert_allclose(audio, expected.mean(axis=1), atol=1e-6)
     ours = np.linspace(-1, 1, 333, dtype=np.float32)
-    assert np.array_equal(media.read_wav(media.wav_float32(ours, 48000))[0], ours)
+    assert np.array_equal(media.read_wav(wav_bytes(ours, 48000))[0], ours)
     with pytest.raises(ValueError, match="not a WAV"):
         media.read_wav(b"RIFF0000AVI LIST")
 
