@@ -40,8 +40,21 @@ REPO = Path(__file__).resolve().parents[1]
 ADDON_DIR = REPO / "blender_addon"
 PROTOCOL_DIR = REPO / "shared" / "foley_protocol"
 
-# Pinned so every platform gets the same code; all have wheels for all targets below.
-REQUIREMENTS = ("pyzmq==27.3.0", "msgpack==1.2.4", "soxr==1.1.0")
+# The pinned wheels (name==version), shared with tests/blender/run.sh and `v2a demo`.
+REQUIREMENTS_FILE = ADDON_DIR / "requirements.txt"
+
+
+def read_requirements(path: Path = REQUIREMENTS_FILE) -> tuple[str, ...]:
+    """The ``name==version`` lines of a requirements file (comments and blanks skipped)."""
+    pins = tuple(line.split("#")[0].strip() for line in path.read_text().splitlines())
+    pins = tuple(pin for pin in pins if pin)
+    loose = [pin for pin in pins if "==" not in pin]
+    if loose:
+        raise SystemExit(f"{path}: every requirement must be pinned (name==version): {loose}")
+    return pins
+
+
+REQUIREMENTS = read_requirements()
 
 # Manifest platform -> pip platform tags (pip also accepts older manylinux/macOS tags).
 PLATFORMS = {
@@ -207,7 +220,8 @@ def build(out: Path, blender_ext: Path, cache: Path, offline: bool) -> Path:
     stage = out / "stage" / "sta_v2a_foley"
     if stage.exists():
         shutil.rmtree(stage)
-    shutil.copytree(ADDON_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ADDON_DIR, stage, ignore=shutil.ignore_patterns(
+        "__pycache__", "*.pyc", REQUIREMENTS_FILE.name))  # the manifest lists the wheels
     wheels_dir = stage / "wheels"
     wheels_dir.mkdir()
     print("wheels:")

@@ -34,7 +34,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$interpreter" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-  "bpy==${version}.*" "pyzmq==27.3.0" "msgpack==1.2.4" "soxr==1.1.0" "numpy" \
+  "bpy==${version}.*" -r blender_addon/requirements.txt "numpy" \
   "pytest>=8" "av>=14" "soundfile>=0.13"
 
 export V2A_SERVER_PYTHON="${V2A_SERVER_PYTHON:-$PWD/.venv/bin/python}"

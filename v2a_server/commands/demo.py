@@ -37,7 +37,7 @@ ADDON_DIR = REPO / "blender_addon"
 SHARED_DIR = REPO / "shared"
 ADDON_ID = "sta_v2a_foley"
 ADDON_MODULE = f"bl_ext.user_default.{ADDON_ID}"
-BPY_REQUIREMENTS = ("bpy==4.5.*", "pyzmq==27.3.0", "msgpack==1.2.4", "soxr==1.1.0")
+BPY_REQUIREMENTS = ("bpy==4.5.*", "-r", str(ADDON_DIR / "requirements.txt"))  # add-on's pins
 DEMO_SEED = 3  # a synthetic clip with a few clear impacts
 DEMO_DURATION_S = 8.0
 SERVER_READY_TIMEOUT_S = 600.0
