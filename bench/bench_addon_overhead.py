@@ -107,7 +107,7 @@ def start_server(server_python: Path, model: str, log_path: Path) -> tuple[subpr
         s.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(server_python), "-m", "v2a_server.server", "--model", model,
+        proc = subprocess.Popen([str(server_python), "-m", "v2a_server.commands.serve", "--model", model,
                                  "--bind", endpoint], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=str(REPO))
     deadline = time.monotonic() + 600
