@@ -45,7 +45,13 @@ def onset_offsets(reference_onsets, onsets) -> list[float]:
 
 def score_clip(generated: np.ndarray, sample_rate: int, reference_onsets, motion,
                half_s: float | None = None) -> dict:
-    from v2a_server.evaluation.metrics import aa_align, aa_align_one_to_one, av_align, detect_onsets_waveform, onset_prf
+    from v2a_server.evaluation.metrics import (
+        aa_align,
+        aa_align_one_to_one,
+        av_align,
+        detect_onsets_waveform,
+        onset_prf,
+    )
 
     onsets = detect_onsets_waveform(generated, sample_rate)
     prf = onset_prf(reference_onsets, onsets)

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from v2a_server.evaluation.metrics import audio_onsets_waveform, detect_onsets_waveform
-from v2a_server.evaluation.sync_picture import HEIGHT_PX, WIDTH_PX, SyncPictureData, draw_sync_picture
+from v2a_server.evaluation.sync_picture import (
+    HEIGHT_PX,
+    WIDTH_PX,
+    SyncPictureData,
+    draw_sync_picture,
+)
 
 
 def clicks(times_s, sample_rate=16000, duration_s=3.0) -> np.ndarray:

@@ -5,7 +5,8 @@ generated folder is given) with the file of the same name, or failing that the s
 ``--reference`` and ``--videos``. Manifest mode reads JSON lines with any of the fields
 ``generated_audio``, ``reference_audio``, ``video`` (and an optional ``id``); relative paths
 are resolved against the manifest's folder. Each clip gets every metric its inputs allow
-(``v2a_server.evaluation.metrics.evaluate_clip``); means are taken per metric over the clips that have it.
+(``v2a_server.evaluation.metrics.evaluate_clip``); means are taken per metric over the clips
+that have it.
 """
 
 from __future__ import annotations
