@@ -450,7 +450,9 @@ def test_cancel_during_denoising_stops_within_one_step(client):
 def test_vanished_client_has_its_job_cancelled(server, client):
     gone = FoleyClient(server.endpoint, client_name="vanishing")
     wait_ready(gone, 30.0)
-    rid = gone.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+    # Long enough to outlast the heartbeat liveness (3 s) on a warm, unloaded CPU too: 40 steps
+    # once took 2.8 s, and a job that ends first is never cancelled.
+    rid = gone.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **{**SLOW, "steps": 200})
     seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
     while not any(e.body.get("stage") == "denoise" for e in seen):
         assert time.monotonic() < deadline
