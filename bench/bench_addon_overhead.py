@@ -107,9 +107,9 @@ def start_server(server_python: Path, model: str, log_path: Path) -> tuple[subpr
         s.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(server_python), "-m", "v2a_server.server", "--model", model,
-                                 "--bind", endpoint], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(REPO))
+        proc = subprocess.Popen([str(server_python), "-m", "v2a_server.commands.serve",
+                                 "--model", model, "--bind", endpoint], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=str(REPO))
     deadline = time.monotonic() + 600
     while "v2a_server: ready:" not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:

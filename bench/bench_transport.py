@@ -46,8 +46,8 @@ def free_port() -> int:
 
 def start_server(model: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    script = Path(sys.executable).with_name("v2a-server")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "v2a_server.server"]
+    # the checked-out code's server, not whatever an installed `v2a-server` script names
+    head = [sys.executable, "-m", "v2a_server.commands.serve"]
     log = open(log_path, "wb")
     proc = subprocess.Popen([*head, "--model", model, "--bind", endpoint], stdout=log,
                             stderr=subprocess.STDOUT)

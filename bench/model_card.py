@@ -37,7 +37,7 @@ PARTIAL_EVERY = 20  # clips between partial --json writes
 
 def onset_offsets(reference_onsets, onsets) -> list[float]:
     """Generated minus reference time of each one-to-one pair within PAIR_TOLERANCE_S."""
-    from v2a_server.metrics import match_events
+    from v2a_server.evaluation.metrics import match_events
 
     pairs = match_events(np.asarray(reference_onsets), np.asarray(onsets), PAIR_TOLERANCE_S)
     return [float(onsets[j] - reference_onsets[i]) for i, j in pairs]
@@ -45,7 +45,13 @@ def onset_offsets(reference_onsets, onsets) -> list[float]:
 
 def score_clip(generated: np.ndarray, sample_rate: int, reference_onsets, motion,
                half_s: float | None = None) -> dict:
-    from v2a_server.metrics import aa_align, aa_align_one_to_one, av_align, detect_onsets_waveform, onset_prf
+    from v2a_server.evaluation.metrics import (
+        aa_align,
+        aa_align_one_to_one,
+        av_align,
+        detect_onsets_waveform,
+        onset_prf,
+    )
 
     onsets = detect_onsets_waveform(generated, sample_rate)
     prf = onset_prf(reference_onsets, onsets)
@@ -112,11 +118,11 @@ def main() -> None:
 
     import torch
 
-    from v2a_server.metrics import detect_onsets_waveform, video_motion_events
+    from v2a_server.evaluation.metrics import detect_onsets_waveform, video_motion_events
     from v2a_server.model_store import load_pipeline
     from v2a_server.synth.dataset import read_manifest
     from v2a_server.training.data import read_audio_16k
-    from v2a_server.video_io import read_video
+    from v2a_server.media.video_io import read_video
 
     torch.set_num_threads(args.threads)
     manifest = Path(args.manifest)

@@ -2,7 +2,7 @@
 
 For each video, generate its first ``--seconds`` with one caption for all clips (the folder has no
 labels, so the model hears only what the picture shows plus a generic caption), then score with
-``v2a_server.metrics.evaluate_clip``: AV-Align of the generated audio against the video's
+``v2a_server.evaluation.metrics.evaluate_clip``: AV-Align of the generated audio against the video's
 optical-flow events, the same for the clip's own soundtrack (the ceiling: how well real sound
 lines up with this video's motion), and AA-Align / onset F1 of generated against real audio.
 
@@ -37,9 +37,9 @@ def main() -> None:
 
     import soundfile as sf
 
-    from v2a_server.metrics import evaluate_clip
+    from v2a_server.evaluation.metrics import evaluate_clip
     from v2a_server.model_store import load_pipeline
-    from v2a_server.video_io import read_video
+    from v2a_server.media.video_io import read_video
 
     clips = sorted(Path(args.folder).glob("*.mp4"))
     if not clips:

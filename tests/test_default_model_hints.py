@@ -26,7 +26,7 @@ def runs():
     first-half-only hints."""
     import torch
 
-    from v2a_server.metrics import detect_onsets_waveform
+    from v2a_server.evaluation.metrics import detect_onsets_waveform
     from v2a_server.model_store import load_pipeline
     from v2a_server.synth import make_clip
     from v2a_server.synth.dataset import split_for_seed
@@ -63,7 +63,7 @@ def runs():
 
 
 def test_hints_at_the_true_onsets_raise_one_to_one_aa_align(runs):
-    from v2a_server.metrics import aa_align_one_to_one
+    from v2a_server.evaluation.metrics import aa_align_one_to_one
 
     without = np.mean([aa_align_one_to_one(r["reference"], r["none"]) for r in runs])
     with_hints = np.mean([aa_align_one_to_one(r["reference"], r["true"]) for r in runs])
@@ -71,7 +71,7 @@ def test_hints_at_the_true_onsets_raise_one_to_one_aa_align(runs):
 
 
 def test_hints_moved_200_ms_later_move_the_sound_by_200_ms(runs):
-    from v2a_server.metrics import match_events
+    from v2a_server.evaluation.metrics import match_events
 
     offsets = []
     for r in runs:

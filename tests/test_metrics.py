@@ -11,7 +11,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from v2a_server import metrics
+from v2a_server.evaluation import metrics
 from v2a_server.cli import main as v2a_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def decode_audio_to_wav(container: Path, wav: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Literal transcription of the specified algorithms (model.md §5), in the authors' loop style,
-# kept independent of v2a_server.metrics on purpose.
+# kept independent of v2a_server.evaluation.metrics on purpose.
 # ---------------------------------------------------------------------------------------------
 
 

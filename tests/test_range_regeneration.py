@@ -173,7 +173,7 @@ def test_default_model_regenerates_a_range_of_a_real_clip(tmp_path):
 
     from tests.conftest import shared_clip
     from v2a_server.model_store import load_pipeline
-    from v2a_server.video_io import read_video
+    from v2a_server.media.video_io import read_video
 
     clip = shared_clip("WguzItBThxY_000230.mp4")
     pipe = load_pipeline("default")

@@ -58,8 +58,8 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        script = Path(sys.executable).with_name("v2a-server")
-        head = [str(script)] if script.exists() else [sys.executable, "-m", "v2a_server.server"]
+        # the checked-out code's server, not whatever an installed `v2a-server` script names
+        head = [sys.executable, "-m", "v2a_server.commands.serve"]
         return [*head, "--model", str(self.model_dir), "--bind", self.bind, "--threads", "1",
                 *self.extra]
 
@@ -243,8 +243,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_result_carries_motion_events_audio_onsets_and_sync_pictures(client):
     from foley_protocol.client import result_sync_pictures
-    from v2a_server.metrics import detect_onsets_waveform, motion_events
-    from v2a_server.sync_picture import HEIGHT_PX, WIDTH_PX
+    from v2a_server.evaluation.metrics import detect_onsets_waveform, motion_events
+    from v2a_server.evaluation.sync_picture import HEIGHT_PX, WIDTH_PX
 
     fps, jumps = 8.0, (8, 16)
     frames = moving_square_frames(24, 64, jumps)
@@ -308,7 +308,7 @@ def movie_source(path, indices, **overrides) -> dict:
 def test_a_loopback_server_reads_the_named_movie_frames_itself(client, index_movie):
     """Frames named by file give the same take as the same pixels sent (same seed), and a
     second request for them reads nothing."""
-    from v2a_server.source_frames import read_source_frames
+    from v2a_server.serving.source_frames import read_source_frames
 
     assert client.server_info["reads_local_files"] is True
     source = movie_source(index_movie, [0, 6, 12, 18])
@@ -450,7 +450,9 @@ def test_cancel_during_denoising_stops_within_one_step(client):
 def test_vanished_client_has_its_job_cancelled(server, client):
     gone = FoleyClient(server.endpoint, client_name="vanishing")
     wait_ready(gone, 30.0)
-    rid = gone.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+    # Long enough to outlast the heartbeat liveness (3 s) on a warm, unloaded CPU too: 40 steps
+    # once took 2.8 s, and a job that ends first is never cancelled.
+    rid = gone.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **{**SLOW, "steps": 200})
     seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
     while not any(e.body.get("stage") == "denoise" for e in seen):
         assert time.monotonic() < deadline
@@ -734,3 +736,16 @@ def test_signing_key_required_when_configured(tiny_model_dir, tmp_path):
     finally:
         proc.stop()
 
+
+
+def test_console_scripts_name_functions_that_exist():
+    """The tests start the server with ``-m``; this keeps pyproject's scripts honest too."""
+    import importlib
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert set(scripts) == {"v2a", "v2a-server"}
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.blender.clips import decode_index, write_index_movie
-from v2a_server import source_frames
-from v2a_server.source_frames import SourceUnavailable, read_source_frames
+from v2a_server.serving import source_frames
+from v2a_server.serving.source_frames import SourceUnavailable, read_source_frames
 
 FPS = Fraction(30000, 1001)
 

@@ -7,8 +7,13 @@ import io
 import numpy as np
 import pytest
 
-from v2a_server.metrics import audio_onsets_waveform, detect_onsets_waveform
-from v2a_server.sync_picture import HEIGHT_PX, WIDTH_PX, SyncPictureData, draw_sync_picture
+from v2a_server.evaluation.metrics import audio_onsets_waveform, detect_onsets_waveform
+from v2a_server.evaluation.sync_picture import (
+    HEIGHT_PX,
+    WIDTH_PX,
+    SyncPictureData,
+    draw_sync_picture,
+)
 
 
 def clicks(times_s, sample_rate=16000, duration_s=3.0) -> np.ndarray:
@@ -50,7 +55,7 @@ def test_picture_is_a_png_of_the_asked_size(tmp_path, size):
 
 
 def test_waveform_envelope_keeps_every_peak():
-    from v2a_server.sync_picture import waveform_envelope
+    from v2a_server.evaluation.sync_picture import waveform_envelope
 
     audio = np.zeros(16000, np.float32)
     audio[[100, 5000, 15999]] = [0.9, -0.7, 0.5]

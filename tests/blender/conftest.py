@@ -66,7 +66,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":
-        command = [str(server_python()), "-m", "v2a_server.server", "--model",
+        command = [str(server_python()), "-m", "v2a_server.commands.serve", "--model",
                    str(self.model_dir), "--bind", self.endpoint, "--threads", "1", *self.extra]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

@@ -37,7 +37,7 @@ def _server_reader():
     """The server's own reader (numpy + PyAV only), imported from the checkout."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from v2a_server import source_frames
+    from v2a_server.serving import source_frames
 
     return source_frames
 

@@ -96,7 +96,7 @@ def run(args) -> int:
     with open(log_path, "wb") as log:
         # "default" goes through as is, so the server reports the model as "default".
         served = "default" if args.model == "default" else str(model_dir)
-        server = subprocess.Popen([sys.executable, "-m", "v2a_server.server", "--model",
+        server = subprocess.Popen([sys.executable, "-m", "v2a_server.commands.serve", "--model",
                                    served, "--bind", endpoint], stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
@@ -197,13 +197,14 @@ def wait_for_server(server, log_path: Path) -> None:
 
 
 def draw_sync_picture(result: dict, path: Path) -> None:
-    """The take's sync picture (``v2a_server.sync_picture``, the one the server draws too)."""
+    """The take's sync picture (``v2a_server.evaluation.sync_picture``, the one the server
+    draws too)."""
     import numpy as np
     import soundfile
 
-    from v2a_server.metrics import audio_onsets_waveform, video_motion_events
-    from v2a_server.sync_picture import SyncPictureData
-    from v2a_server.sync_picture import draw_sync_picture as draw
+    from v2a_server.evaluation.metrics import audio_onsets_waveform, video_motion_events
+    from v2a_server.evaluation.sync_picture import SyncPictureData
+    from v2a_server.evaluation.sync_picture import draw_sync_picture as draw
 
     take = result["take"]
     audio, rate = soundfile.read(result["files"]["wav"], dtype="float32", always_2d=False)

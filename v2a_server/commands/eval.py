@@ -5,7 +5,8 @@ generated folder is given) with the file of the same name, or failing that the s
 ``--reference`` and ``--videos``. Manifest mode reads JSON lines with any of the fields
 ``generated_audio``, ``reference_audio``, ``video`` (and an optional ``id``); relative paths
 are resolved against the manifest's folder. Each clip gets every metric its inputs allow
-(``v2a_server.metrics.evaluate_clip``); means are taken per metric over the clips that have it.
+(``v2a_server.evaluation.metrics.evaluate_clip``); means are taken per metric over the clips
+that have it.
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def format_table(results: list[dict], mean: dict[str, float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from v2a_server import metrics
+    from v2a_server.evaluation import metrics
 
     try:
         if not args.tolerance_s > 0:

@@ -45,7 +45,7 @@ def run(args) -> int:
     import numpy as np
     import soundfile as sf
 
-    from v2a_server.video_io import read_video
+    from v2a_server.media.video_io import read_video
 
     paths = output_paths(args.out, args.variations)
     existing = [str(p) for p in paths + ([args.onsets] if args.onsets else []) if os.path.exists(p)]

@@ -71,7 +71,7 @@ def preprocess_audio(wave: np.ndarray, window_samples: int) -> np.ndarray:
 
 def onset_labels(wave: np.ndarray, sample_rate: int, num_frames: int, latent_fps: float) -> np.ndarray:
     """Onset pseudo-labels [num_frames] (1 = an onset in that 40 ms frame), model.md §2."""
-    from v2a_server.metrics import detect_onsets_waveform
+    from v2a_server.evaluation.metrics import detect_onsets_waveform
 
     labels = np.zeros(num_frames, np.uint8)
     times = detect_onsets_waveform(wave, sample_rate)
@@ -100,7 +100,7 @@ def read_audio_16k(path: Path, sample_rate: int) -> np.ndarray:
         wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
         wave = wave.mean(axis=1)
     except sf.LibsndfileError:
-        from v2a_server.metrics import load_container_audio
+        from v2a_server.media.audio_io import load_container_audio
 
         wave, sr = load_container_audio(str(path))
         wave = np.asarray(wave, np.float32).mean(axis=0)
@@ -121,7 +121,7 @@ def build_cache(manifest: str | Path, cache_dir: str | Path, spec: WindowSpec, s
         clips written per split.
     """
     from v2a_server.synth.dataset import read_manifest
-    from v2a_server.video_io import read_video
+    from v2a_server.media.video_io import read_video
 
     manifest = Path(manifest)
     rows = read_manifest(manifest)
@@ -152,7 +152,11 @@ def build_cache(manifest: str | Path, cache_dir: str | Path, spec: WindowSpec, s
             audio[i] = wave.astype(np.float16)
             labels[i] = onset_labels(wave, spec.sample_rate, spec.latent_frames, spec.latent_fps)
             if min_av_align is not None:
-                from v2a_server.metrics import av_align, detect_onsets_waveform, video_motion_events
+                from v2a_server.evaluation.metrics import (
+                    av_align,
+                    detect_onsets_waveform,
+                    video_motion_events,
+                )
 
                 motion = video_motion_events(str(video_path))
                 av[i] = av_align(detect_onsets_waveform(wave, spec.sample_rate), motion.times_s, motion.fps)

@@ -1,10 +1,10 @@
 """Jobs and the FIFO job queue of the ``v2a-server``.
 
 A ``Job`` is one accepted ``generate`` request. The socket loop creates it and puts it in the
-``JobQueue``; model workers (``v2a_server.worker``) take jobs in arrival order. The queue has a
-maximum length: ``put`` on a full queue returns False at once (the server answers ``busy``),
-it never blocks. Cancelling sets the job's event; a queued job is also removed, a running job
-stops at its next denoising step (the worker's step callback checks the event).
+``JobQueue``; the engine (``v2a_server.serving.engine``) takes jobs in arrival order. The queue
+has a maximum length: ``put`` on a full queue returns False at once (the server answers
+``busy``), it never blocks. Cancelling sets the job's event; a queued job is also removed, a
+running job stops at its next denoising step (the worker's step callback checks the event).
 """
 
 from __future__ import annotations

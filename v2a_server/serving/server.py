@@ -1,11 +1,12 @@
-"""``v2a-server``: the Foley generation server (ZeroMQ ROUTER + FIFO queue + model workers).
+"""The socket loop of the ``v2a-server`` (ZeroMQ ROUTER + FIFO queue + an engine).
 
-One thread runs the socket loop (``FoleyServer.run``): it decodes and validates every request
-with ``foley_protocol.protocol.decode``, answers hello/ping/status/cancel at once, puts generate
-jobs in a bounded FIFO (``v2a_server.jobs.JobQueue``; full -> ``busy``), reports queue positions,
-and forwards what the model workers post (progress, results, errors). One ``ModelWorker``
-thread per device runs the pipeline; the loop never waits for the model, so heartbeats,
-status and queue positions stay live while a job runs.
+One thread runs the loop (``FoleyServer.run``): it decodes and validates every request with
+``foley_protocol.protocol.decode``, answers hello/ping/status/cancel at once, puts generate
+jobs in a bounded FIFO (``v2a_server.serving.jobs.JobQueue``; full -> ``busy``), reports queue
+positions, and forwards what the engine posts (``v2a_server.serving.events``: progress,
+results, errors). The engine (``v2a_server.serving.engine``; today one model worker thread per
+device) takes the jobs from the FIFO and runs them; the loop never waits for the model, so
+heartbeats, status and queue positions stay live while a job runs.
 
 Safety: per-frame ZMQ_MAXMSGSIZE and msgpack limits (in the codec); a non-loopback bind is
 refused unless CURVE is configured (``v2a keys``); optional HMAC signing; no message field is
@@ -16,24 +17,19 @@ the process exits 0.
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import logging
 import os
 import queue
 import signal
 import socket
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 
 from foley_protocol.protocol import (
-    DEFAULT_ENDPOINT,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_LIVENESS,
     LIMITS,
@@ -49,7 +45,20 @@ from foley_protocol.protocol import (
     error_message,
 )
 from v2a_server import __version__
-from v2a_server.jobs import Job, JobQueue
+from v2a_server.serving.engine import Engine
+from v2a_server.serving.events import (
+    JobFailed,
+    JobProgress,
+    JobResult,
+    JobStarted,
+    LoopEvent,
+    SourcePrepared,
+    WorkerFailed,
+    WorkerLoaded,
+)
+from v2a_server.serving.jobs import Job, JobQueue
+from v2a_server.serving.security import check_bind_allowed, is_loopback_endpoint, load_server_keys
+from v2a_server.serving.source_frames import SourceUnavailable, read_source_frames
 
 logger = logging.getLogger("v2a_server")
 
@@ -58,7 +67,7 @@ DEFAULT_MAX_QUEUE = 16
 LOOP_TICK_S = 0.1  # liveness checks and shutdown progress at least this often
 SHUTDOWN_GRACE_S = 10.0  # running jobs get this long to reach their next step
 SEND_LINGER_MS = 2000  # flush final replies on exit
-RECV_BATCH = 256  # requests handled per loop turn before worker events get their turn
+RECV_BATCH = 256  # requests handled per loop turn before engine events get their turn
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 
 NO_LOCAL_FILES = ("this server does not read files named by clients (it is not on a loopback "
@@ -80,41 +89,33 @@ class FoleyServer:
 
     Args:
         endpoint: where to bind (loopback unless CURVE keys are given).
-        model_dir: the model folder (``save_pretrained`` output).
-        devices: one worker per entry ("cpu", "cuda", "cuda:1").
-        dtype: "auto", "float32" or "float16".
+        engine: runs the accepted jobs (``v2a_server.serving.engine``, e.g. ``LocalEngine``).
         max_queue: waiting jobs beyond this get ``busy``.
-        model_id: reported to clients; default: the model folder's name.
+        model_id: reported to clients.
         curve_secret_key_file: ``server.key_secret`` from ``v2a keys``; enables CURVE.
         signing_key: HMAC key shared with clients (empty: unsigned).
-        num_threads: torch CPU threads per CPU worker.
         read_local_files: accept frames as a file path (encoding "source"); None: when the
             endpoint is loopback, where client and server share a file system.
     """
 
-    def __init__(self, endpoint: str, model_dir: str, devices: list[str], dtype: str = "auto",
-                 max_queue: int = DEFAULT_MAX_QUEUE, model_id: str | None = None,
+    def __init__(self, endpoint: str, engine: Engine, max_queue: int, model_id: str,
                  curve_secret_key_file: str | None = None, signing_key: bytes = b"",
-                 num_threads: int | None = None, read_local_files: bool | None = None):
+                 read_local_files: bool | None = None):
         self.endpoint = endpoint
         self.reads_local_files = (is_loopback_endpoint(endpoint) if read_local_files is None
                                   else bool(read_local_files))
-        self.model_dir = model_dir
-        self.devices = devices
-        self.dtype = dtype
-        self.model_id = model_id or os.path.basename(os.path.normpath(model_dir))
+        self.engine = engine
+        self.model_id = model_id
         self.curve_secret_key_file = curve_secret_key_file
         self.signer = Signer(signing_key)
-        self.num_threads = num_threads
         self.jobs = JobQueue(max_queue)
         self.clients: dict[bytes, ClientState] = {}
         self.state = "loading"
         self.model_fps: float | None = None
         self.model_image_size: int | None = None
         self.sample_rate: int | None = None
-        self.workers: list[Any] = []
         self.started_at = time.monotonic()
-        self._events: queue.Queue[tuple] = queue.Queue()
+        self._events: queue.Queue[LoopEvent] = queue.Queue()
         self._positions: dict[tuple[bytes, str], int] = {}
         self._next_seq = 1
         self._job_time_s: float | None = None
@@ -155,17 +156,12 @@ class FoleyServer:
                     self.endpoint, "CURVE" if curve else "plain loopback", PROTOCOL_VERSION,
                     self.jobs.max_length)
 
-    def start_workers(self) -> None:
-        from v2a_server.worker import ModelWorker
+    def start_engine(self) -> None:
+        """Let the engine load the model and take jobs from the queue."""
+        self.engine.start(self.jobs, self.post)
 
-        for device in self.devices:
-            worker = ModelWorker(self.model_dir, device, self.dtype, self.jobs, self.post,
-                                 self.num_threads)
-            self.workers.append(worker)
-            worker.start()
-
-    def post(self, event: tuple) -> None:
-        """Hand an event to the socket loop (thread-safe; called by workers)."""
+    def post(self, event: LoopEvent) -> None:
+        """Hand an event to the socket loop (thread-safe; called by the engine's threads)."""
         self._events.put(event)
         try:
             self._wake_w.send(b"\0")
@@ -204,8 +200,7 @@ class FoleyServer:
         self._socket.close(linger=SEND_LINGER_MS)
         if self._source_reader is not None:
             self._source_reader.shutdown(wait=False, cancel_futures=True)
-        for worker in self.workers:
-            worker.join(timeout=1.0)
+        self.engine.join(timeout_s=1.0)
         logger.info("stopped (exit code %d)", self._exit_code)
         return self._exit_code
 
@@ -291,13 +286,12 @@ class FoleyServer:
         t0 = time.monotonic()
         future = self._read_source_soon(message.body["source"])
         future.add_done_callback(
-            lambda done: self.post(("prepared", identity, message.id, done, time.monotonic() - t0)))
+            lambda done: self.post(SourcePrepared(identity, message.id, done,
+                                                  time.monotonic() - t0)))
 
     def _read_source_soon(self, source: dict[str, Any]) -> Future:
         """Start reading source frames on the reader thread (the cache keeps them for the job;
         a job that gets there first waits for this read rather than reading twice)."""
-        from v2a_server.source_frames import read_source_frames
-
         if self._source_reader is None:
             self._source_reader = ThreadPoolExecutor(1, thread_name_prefix="source-read")
         return self._source_reader.submit(read_source_frames, source)
@@ -349,12 +343,12 @@ class FoleyServer:
             self._send_positions()
         else:
             was = "running"
-            job.cancel("cancelled", "cancelled by the client")
+            self.engine.cancel(job, "cancelled", "cancelled by the client")
         logger.info("client %s: cancel %s (%s)", identity.hex(), target, was)
         self._send(identity, Message("cancel_reply", {"request_id": target, "was": was},
                                      parent=message.id))
 
-    # ---- events from workers ------------------------------------------------------------
+    # ---- events from the engine ---------------------------------------------------------
 
     def _handle_events(self) -> None:
         while True:
@@ -362,46 +356,49 @@ class FoleyServer:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            kind = event[0]
-            if kind == "loaded":
-                worker = event[1]
-                self.model_fps, self.sample_rate = worker.model_fps, worker.sample_rate
-                self.model_image_size = worker.image_size
-                if self.state == "loading" and all(w.state != "loading" for w in self.workers):
+            if isinstance(event, JobProgress):
+                if self._is_active(event.job):
+                    self._send(event.job.client, Message("progress", progress_body(
+                        event.stage, 0, event.step, event.total_steps, event.eta_s,
+                        event.elapsed_s), parent=event.job.request_id))
+            elif isinstance(event, JobStarted):
+                self._positions.pop(event.job.key, None)
+                self._send_positions()
+            elif isinstance(event, JobResult):
+                self._send_result(event)
+            elif isinstance(event, JobFailed):
+                self._finish(event.job, error_message(event.code, event.message,
+                                                      field=event.field,
+                                                      parent=event.job.request_id))
+            elif isinstance(event, SourcePrepared):
+                self._send(event.client, _prepare_reply(event.request_id, event.done,
+                                                        event.seconds))
+            elif isinstance(event, WorkerLoaded):
+                self.model_fps, self.sample_rate = event.model_fps, event.sample_rate
+                self.model_image_size = event.image_size
+                workers = self.engine.workers()
+                if self.state == "loading" and all(w.state != "loading" for w in workers):
                     self.state = "ready"
                     logger.info("ready: model %s on %s", self.model_id,
-                                ", ".join(w.device for w in self.workers))
-            elif kind == "load_failed":
-                logger.error("worker %s could not load the model: %s", event[1].device, event[2])
+                                ", ".join(w.device for w in workers))
+            elif isinstance(event, WorkerFailed):
+                logger.error("worker %s could not load the model: %s", event.device,
+                             event.message)
                 if self.state != "stopping":  # a server with a broken device is not usable
                     self._exit_code = 2
-                    self._begin_shutdown(f"the model failed to load: {event[2]}",
+                    self._begin_shutdown(f"the model failed to load: {event.message}",
                                          code="model_unavailable")
-            elif kind == "started":
-                self._positions.pop(event[1].key, None)
-                self._send_positions()
-            elif kind == "progress":
-                job, body = event[1], event[2]
-                if self._is_active(job):
-                    self._send(job.client, Message("progress", body, parent=job.request_id))
-            elif kind == "result":
-                job, body, buffers = event[1], event[2], event[3]
-                body["model_id"] = self.model_id
-                # Server-clock times (s since start) let a client check FIFO order.
-                body["timings_s"]["accepted_at_s"] = job.accepted_at - self.started_at
-                body["timings_s"]["started_at_s"] = (job.started_at or job.accepted_at) - self.started_at
-                run_s = time.monotonic() - (job.started_at or job.accepted_at)
-                self._job_time_s = run_s if self._job_time_s is None else (
-                    (1 - JOB_TIME_SMOOTHING) * self._job_time_s + JOB_TIME_SMOOTHING * run_s)
-                self._finish(job, Message("result", body, parent=job.request_id,
-                                          buffers=buffers))
-            elif kind == "prepared":
-                identity, request_id, done, seconds = event[1:5]
-                self._send(identity, _prepare_reply(request_id, done, seconds))
-            elif kind == "failed":
-                job, code, text, field_name = event[1:5]
-                self._finish(job, error_message(code, text, field=field_name,
-                                                parent=job.request_id))
+
+    def _send_result(self, event: JobResult) -> None:
+        job, body = event.job, event.body
+        body["model_id"] = self.model_id
+        # Server-clock times (s since start) let a client check FIFO order.
+        body["timings_s"]["accepted_at_s"] = job.accepted_at - self.started_at
+        body["timings_s"]["started_at_s"] = (job.started_at or job.accepted_at) - self.started_at
+        run_s = time.monotonic() - (job.started_at or job.accepted_at)
+        self._job_time_s = run_s if self._job_time_s is None else (
+            (1 - JOB_TIME_SMOOTHING) * self._job_time_s + JOB_TIME_SMOOTHING * run_s)
+        self._finish(job, Message("result", body, parent=job.request_id, buffers=event.buffers))
 
     def _is_active(self, job: Job) -> bool:
         client = self.clients.get(job.client)
@@ -418,7 +415,7 @@ class FoleyServer:
     def _send_positions(self) -> None:
         """Tell every waiting job its (new) 1-based queue position."""
         waiting = self.jobs.snapshot()
-        n_workers = max(1, sum(w.state != "failed" for w in self.workers))
+        n_workers = self._usable_workers()
         for position, job in enumerate(waiting, start=1):
             if self._positions.get(job.key) == position:
                 continue
@@ -427,15 +424,18 @@ class FoleyServer:
     def _send_queued(self, job: Job, position: int, n_workers: int | None = None) -> None:
         """One "queued" progress event with the job's 1-based position and an ETA."""
         if n_workers is None:
-            n_workers = max(1, sum(w.state != "failed" for w in self.workers))
+            n_workers = self._usable_workers()
         self._positions[job.key] = position
         eta = None
         if self._job_time_s is not None:
             eta = self._job_time_s * (1 + (position - 1) // n_workers)
-        self._send(job.client, Message("progress", {
-            "stage": "queued", "queue_position": position, "step": 0, "total_steps": 0,
-            "eta_s": eta, "elapsed_s": time.monotonic() - job.accepted_at,
-        }, parent=job.request_id))
+        self._send(job.client, Message("progress", progress_body(
+            "queued", position, 0, 0, eta, time.monotonic() - job.accepted_at),
+            parent=job.request_id))
+
+    def _usable_workers(self) -> int:
+        """Workers that run (or will run) jobs, at least 1: queued ETAs divide by it."""
+        return max(1, sum(w.state != "failed" for w in self.engine.workers()))
 
     # ---- liveness and shutdown ----------------------------------------------------------
 
@@ -457,7 +457,7 @@ class FoleyServer:
                 if self.jobs.remove(job):
                     self._finish(job, error_message("cancelled", reason, parent=job.request_id))
                 else:
-                    job.cancel("cancelled", reason)
+                    self.engine.cancel(job, "cancelled", reason)
             self._send_positions()
 
     def _begin_shutdown(self, reason: str, code: str = "shutting_down") -> None:
@@ -468,11 +468,10 @@ class FoleyServer:
             self._finish(job, error_message(code, reason, parent=job.request_id))
         running = [job for c in self.clients.values() for job in c.jobs.values()]
         for job in running:
-            job.cancel(code, reason)
+            self.engine.cancel(job, code, reason)
         logger.info("stopping: %s (%d waiting jobs told, %d running jobs cancelled)", reason,
                     len(waiting), len(running))
-        for worker in self.workers:
-            worker.stop()
+        self.engine.stop()
 
     def _shutdown_done(self) -> bool:
         busy = any(c.jobs for c in self.clients.values())
@@ -510,13 +509,7 @@ class FoleyServer:
                                message.type, exc)
 
     def _status_body(self) -> dict[str, Any]:
-        workers = []
-        for worker in self.workers:
-            used, total = worker.memory_bytes()
-            job = worker.job
-            workers.append({"device": worker.device, "state": worker.state,
-                            "job_id": job.request_id if job is not None else None,
-                            "memory_used_bytes": used, "memory_total_bytes": total})
+        workers = [asdict(w) for w in self.engine.workers(with_memory=True)]
         return {
             "state": self.state, "server": SERVER_NAME,
             "model_id": self.model_id if self.model_fps is not None else None,
@@ -531,9 +524,16 @@ class FoleyServer:
 # ---- message helpers --------------------------------------------------------------------
 
 
-def _prepare_reply(request_id: str, done: Future, seconds: float) -> Message:
-    from v2a_server.source_frames import SourceUnavailable
+def progress_body(stage: str, queue_position: int, step: int, total_steps: int,
+                  eta_s: float | None, elapsed_s: float) -> dict[str, Any]:
+    """A ``progress`` body: queued (position >= 1, step 0 of 0) or running (position 0)."""
+    return {"stage": stage[:32], "queue_position": queue_position, "step": step,
+            "total_steps": total_steps,
+            "eta_s": None if eta_s is None else max(0.0, float(eta_s)),
+            "elapsed_s": max(0.0, float(elapsed_s))}
 
+
+def _prepare_reply(request_id: str, done: Future, seconds: float) -> Message:
     try:
         frames, cached = done.result()
     except SourceUnavailable as exc:
@@ -555,133 +555,3 @@ def frame_count(frames: dict[str, Any]) -> int:
     if frames["encoding"] == "source":
         return len(frames["source"]["frame_indices"])
     return len(frames["buffers"])
-
-
-# ---- security helpers -------------------------------------------------------------------
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on a loopback address (127.0.0.0/8, ::1,
-    localhost); False for wildcards, interface names and anything that resolves elsewhere."""
-    parts = urlsplit(endpoint)
-    if parts.scheme in ("ipc", "inproc"):
-        return True
-    if parts.scheme != "tcp":
-        return False
-    host = parts.hostname
-    if not host or host == "*":
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-
-
-def check_bind_allowed(endpoint: str, curve: bool) -> None:
-    """Refuse a non-loopback bind without CURVE keys (SystemExit with the reason)."""
-    if not curve and not is_loopback_endpoint(endpoint):
-        raise SystemExit(
-            f"v2a-server: refusing to bind {endpoint}: it is not a loopback address and no "
-            "CURVE keys are configured, so anyone on the network could use this GPU. Run "
-            "`v2a keys --out DIR`, start the server with --curve-secret-key DIR/server.key_secret "
-            "and give clients DIR/server.key (or bind tcp://127.0.0.1:PORT).")
-
-
-def load_server_keys(path: str) -> tuple[bytes, bytes]:
-    """(public, secret) z85 keys from a ``*.key_secret`` file written by ``v2a keys``."""
-    import zmq.auth
-
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"v2a-server: cannot read CURVE keys from {path}: {exc}") from None
-    if not secret:
-        raise SystemExit(f"v2a-server: {path} holds no secret key; pass the *.key_secret file "
-                         "written by `v2a keys`")
-    return public, secret
-
-
-# ---- command line -----------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="v2a-server", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default", metavar="DIR",
-                        help="model folder (from `v2a create-model` or `v2a convert`), or "
-                        "'default' for the embedded model")
-    parser.add_argument("--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
-                        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
-    parser.add_argument("--device", action="append", default=None,
-                        help="device for one model worker; repeat for more (default: cuda if "
-                        "available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16"))
-    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
-                        help=f"waiting jobs before `busy` (default {DEFAULT_MAX_QUEUE})")
-    parser.add_argument("--model-id", default=None, help="name reported to clients")
-    parser.add_argument("--curve-secret-key", default=None, metavar="FILE",
-                        help="server.key_secret from `v2a keys`: enables CURVE encryption")
-    parser.add_argument("--signing-key-file", default=None, metavar="FILE",
-                        help="file holding a shared HMAC key; clients must sign with it")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: cores - 1)")
-    parser.add_argument("--no-local-files", action="store_true",
-                        help="never read video files named by clients (by default a loopback "
-                        "server does, which spares the client decoding and sending frames)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return parser
-
-
-def default_devices() -> list[str]:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
-    return ["cpu"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.max_queue < 1:
-        raise SystemExit("v2a-server: --max-queue must be >= 1")
-    from v2a_server.model_store import resolve_model_dir
-
-    try:
-        model_dir = str(resolve_model_dir(args.model))
-    except FileNotFoundError as exc:
-        raise SystemExit(f"v2a-server: {exc}") from None
-    signing_key = b""
-    if args.signing_key_file:
-        with open(args.signing_key_file, "rb") as f:
-            signing_key = f.read().strip()
-        if not signing_key:
-            raise SystemExit(f"v2a-server: {args.signing_key_file} is empty")
-    # The embedded model is reported by the name users ask for it with.
-    model_id = args.model_id or ("default" if args.model == "default" else None)
-    server = FoleyServer(args.bind, model_dir, args.device or default_devices(), args.dtype,
-                         args.max_queue, model_id, args.curve_secret_key, signing_key,
-                         args.threads, read_local_files=False if args.no_local_files else None)
-    context = zmq.Context()
-    try:
-        server.bind(context)
-    except zmq.ZMQError as exc:
-        raise SystemExit(f"v2a-server: cannot bind {args.bind}: {exc}") from None
-    server.install_signal_handlers()
-    server.start_workers()
-    code = server.run()
-    context.term()
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

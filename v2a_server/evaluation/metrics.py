@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from v2a_server.media.audio_io import load_container_audio
+from v2a_server.media.files import existing_file
 
 ONSET_SAMPLE_RATE = 22_050
 """Sample rate (Hz) of onset detection: ``librosa.load``'s default ``sr``."""
@@ -78,13 +80,6 @@ class OnsetScores(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Audio onsets
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    return path
 
 
 def _onset_frames_22k(y: np.ndarray, length_s: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -187,38 +182,6 @@ def audio_onsets_waveform(waveform: np.ndarray, sample_rate: float) -> AudioOnse
     return AudioOnsets(times, np.clip(strengths, 0.0, 1.0), env, ONSET_SAMPLE_RATE / hop_length)
 
 
-def load_container_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream of a video/audio container with PyAV.
-
-    Args:
-        path: A container file (e.g. an .mp4 with a muxed soundtrack).
-
-    Returns:
-        ``([C, N] float32 samples, sample_rate in Hz)`` at the stream's native rate.
-    """
-    import av
-
-    path = _check_file(path, "audio")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise ValueError("it has no audio stream")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="fltp")
-            chunks = []
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
-            sample_rate = stream.rate
-    except (av.error.FFmpegError, ValueError) as exc:
-        raise ValueError(f"cannot read audio from {path}: {exc}") from exc
-    if not chunks:
-        raise ValueError(f"cannot read audio from {path}: the audio stream is empty")
-    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), int(sample_rate)
-
-
 def load_audio_for_onsets(path: str | os.PathLike) -> np.ndarray:
     """Load a file as the authors' onset detector sees it: mono float32 at 22,050 Hz.
 
@@ -235,7 +198,7 @@ def load_audio_for_onsets(path: str | os.PathLike) -> np.ndarray:
     import librosa
     import soundfile
 
-    path = _check_file(path, "audio")
+    path = existing_file(path, "audio")
     try:
         soundfile.info(str(path))
     except Exception:  # noqa: BLE001 - any soundfile failure means "not a plain audio file"
@@ -582,7 +545,7 @@ def video_motion_events(path: str | os.PathLike) -> VideoMotion:
     """
     import cv2
 
-    path = _check_file(path, "video")
+    path = existing_file(path, "video")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():

@@ -1,0 +1,99 @@
+"""``v2a-server``: the Foley generation server (ZeroMQ ROUTER + FIFO queue + model workers).
+
+The command line of the server: parses the options, builds the local engine (one model worker
+per device) and the socket loop (``v2a_server.serving``), binds, and runs until a stop signal.
+Not a ``v2a`` sub-command: it is the ``v2a-server`` script (``python -m
+v2a_server.commands.serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import zmq
+
+from foley_protocol.protocol import DEFAULT_ENDPOINT
+from v2a_server.serving.engine import LocalEngine
+from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="v2a-server", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="default", metavar="DIR",
+                        help="model folder (from `v2a create-model` or `v2a convert`), or "
+                        "'default' for the embedded model")
+    parser.add_argument("--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--device", action="append", default=None,
+                        help="device for one model worker; repeat for more (default: cuda if "
+                        "available, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16"))
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                        help=f"waiting jobs before `busy` (default {DEFAULT_MAX_QUEUE})")
+    parser.add_argument("--model-id", default=None, help="name reported to clients")
+    parser.add_argument("--curve-secret-key", default=None, metavar="FILE",
+                        help="server.key_secret from `v2a keys`: enables CURVE encryption")
+    parser.add_argument("--signing-key-file", default=None, metavar="FILE",
+                        help="file holding a shared HMAC key; clients must sign with it")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: cores - 1)")
+    parser.add_argument("--no-local-files", action="store_true",
+                        help="never read video files named by clients (by default a loopback "
+                        "server does, which spares the client decoding and sending frames)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def default_devices() -> list[str]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return ["cpu"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.max_queue < 1:
+        raise SystemExit("v2a-server: --max-queue must be >= 1")
+    from v2a_server.model_store import resolve_model_dir
+
+    try:
+        model_dir = str(resolve_model_dir(args.model))
+    except FileNotFoundError as exc:
+        raise SystemExit(f"v2a-server: {exc}") from None
+    signing_key = b""
+    if args.signing_key_file:
+        with open(args.signing_key_file, "rb") as f:
+            signing_key = f.read().strip()
+        if not signing_key:
+            raise SystemExit(f"v2a-server: {args.signing_key_file} is empty")
+    # The embedded model is reported by the name users ask for it with.
+    model_id = args.model_id or ("default" if args.model == "default"
+                                 else os.path.basename(os.path.normpath(model_dir)))
+    engine = LocalEngine(model_dir, args.device or default_devices(), args.dtype, args.threads)
+    server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
+                         signing_key, read_local_files=False if args.no_local_files else None)
+    context = zmq.Context()
+    try:
+        server.bind(context)
+    except zmq.ZMQError as exc:
+        raise SystemExit(f"v2a-server: cannot bind {args.bind}: {exc}") from None
+    server.install_signal_handlers()
+    server.start_engine()
+    code = server.run()
+    context.term()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

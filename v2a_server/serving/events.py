@@ -1,0 +1,88 @@
+"""What an engine tells the socket loop: small immutable events, one class per kind.
+
+Engines (``v2a_server.serving.engine``) call ``post(event)`` from their own threads; the loop
+(``v2a_server.serving.server``) takes the events in order on its thread and turns them into
+replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``.
+``SourcePrepared`` is the loop's own: a ``prepare`` read finished on the source-reader thread.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from v2a_server.serving.jobs import Job
+
+
+@dataclass(frozen=True)
+class WorkerLoaded:
+    """A worker has the model loaded and takes jobs; the model's facts for ``hello``."""
+
+    device: str
+    model_fps: float
+    sample_rate: int
+    image_size: int | None  # the video encoder's input side (None: the model takes features)
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """A worker could not load the model; it will run no job."""
+
+    device: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    """A worker took ``job`` out of the queue (the queue positions behind it move up)."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A running job's stage and denoising step (``step`` of ``total_steps``; 0 of 0 between
+    steps), for the client's ``progress`` message."""
+
+    job: Job
+    stage: str
+    step: int
+    total_steps: int
+    eta_s: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: the ``result`` body (``model_id`` and server-clock times still to add)
+    and its raw buffers."""
+
+    job: Job
+    body: dict[str, Any]
+    buffers: list[Any]
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """A job that ended without audio: protocol error ``code``, ``message`` and the request
+    ``field`` at fault (None: no one field)."""
+
+    job: Job
+    code: str
+    message: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class SourcePrepared:
+    """A ``prepare`` read ended: ``done`` holds (frames, cached) or the read's exception."""
+
+    client: bytes
+    request_id: str
+    done: Future
+    seconds: float
+
+
+EngineEvent = WorkerLoaded | WorkerFailed | JobStarted | JobProgress | JobResult | JobFailed
+LoopEvent = EngineEvent | SourcePrepared

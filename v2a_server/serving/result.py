@@ -1,0 +1,141 @@
+"""The pipeline's output -> a ``result`` body: audio buffers, onsets and the sync review data.
+
+``build_result`` encodes each take (raw float32 or FLAC) and copies the onsets, seed and
+timings into the body; ``add_review`` adds the frames' motion events (``frame_motion``, run on
+the review thread beside the generation), each take's audio onsets and, when asked, one sync
+picture per take.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from foley_protocol.protocol import MAX_DURATION_S
+
+
+def build_result(output: Any, request: dict[str, Any], steps: int,
+                 onset_rate_hz: float) -> tuple[dict[str, Any], list[Any]]:
+    """The ``result`` body (``model_id`` left empty) and its audio buffers.
+
+    Args:
+        output: the pipeline output (audio [V, N] float32, onsets, seed, timings).
+        request: the validated generate body.
+        steps: denoising steps per window actually run.
+        onset_rate_hz: frame rate of ``output.onset_probs`` (the model's latent rate).
+    """
+    audio = np.asarray(output.audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    sample_rate = int(output.sample_rate)
+    encoding = request.get("audio_format", "pcm_f32le")
+    buffers: list[Any] = []
+    for take in audio:
+        if encoding == "flac":
+            import soundfile
+
+            stream = io.BytesIO()
+            soundfile.write(stream, np.clip(take, -1.0, 1.0), sample_rate, format="FLAC",
+                            subtype="PCM_24")
+            buffers.append(stream.getvalue())
+        else:
+            buffers.append(memoryview(np.ascontiguousarray(take, dtype="<f4")).cast("B"))
+    duration_s = float(request["duration_s"])
+    curve = np.clip(np.nan_to_num(np.asarray(output.onset_probs, np.float32)), 0.0, 1.0)
+    times = [min(max(0.0, float(t)), MAX_DURATION_S, duration_s) for t in output.onset_times_s]
+    probs = [min(max(0.0, float(p)), 1.0) if math.isfinite(p) else 0.0
+             for p in output.onset_strengths]
+    body = {
+        "audio": {"encoding": encoding, "sample_rate": sample_rate, "channels": 1,
+                  "samples": int(audio.shape[1]), "buffers": list(range(len(buffers)))},
+        "duration_s": duration_s,
+        "start_time_s": float(request["frames"].get("start_time_s", 0.0)),
+        "onset_times_s": times,
+        "onset_probabilities": probs,
+        "onset_curve": {"rate_hz": float(onset_rate_hz), "values": [float(v) for v in curve]},
+        "seed": int(output.seed),
+        "steps": int(steps),
+        "sampler": str(request.get("sampler", "dpmpp")),
+        "guidance": float(getattr(output, "guidance_scale", request.get("guidance") or 0.0)),
+        "model_id": "",
+        "timings_s": {str(k)[:64]: float(v) for k, v in dict(output.timings_s).items()
+                      if isinstance(v, (int, float)) and math.isfinite(v)},
+        "warnings": [str(w)[:2000] for w in list(getattr(output, "warnings", []))[:16]],
+    }
+    return body, buffers
+
+
+# ---- sync review: motion events, audio onsets, sync pictures ----------------------------
+
+
+_REVIEW_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v2a-review")
+
+
+def frame_motion_soon(frames: np.ndarray, frames_fps: float) -> Future:
+    """``frame_motion`` on the review thread: the motion events need only the frames, so they
+    are computed beside the generation (OpenCV releases the GIL)."""
+    return _REVIEW_POOL.submit(frame_motion, frames, frames_fps)
+
+
+def frame_motion(frames: np.ndarray, frames_fps: float):
+    """The visual motion events of the frames received, computed as AV-Align does."""
+    from v2a_server.evaluation.metrics import motion_events
+
+    return motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
+
+
+def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any],
+               motion: Any, frames_fps: float, audio: Any, sample_rate: int) -> None:
+    """Add the sync review data to a result body (in place).
+
+    ``motion``: the visual motion events of the frames received (``frame_motion``);
+    ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them);
+    with ``request.sync_picture`` also one PNG per take
+    (``evaluation.sync_picture.draw_sync_picture``), appended to ``buffers``.
+    """
+    from v2a_server.evaluation.metrics import audio_onsets_waveform
+
+    energy = np.nan_to_num(motion.energy, nan=0.0, posinf=0.0)
+    duration_s = float(request["duration_s"])
+    times = motion.times_s[motion.times_s <= duration_s]  # frames past the audio: no sound there
+    event_frames = np.rint(times * frames_fps).astype(int)
+    peak = float(energy.max()) if energy.size else 0.0
+    strengths = energy[event_frames] / peak if peak > 0 else np.zeros(len(event_frames))
+    body["motion"] = {
+        "fps": float(frames_fps),
+        "energy": [float(v) for v in energy],
+        "times_s": [float(t) for t in times],
+        "strengths": [float(min(max(v, 0.0), 1.0)) for v in strengths],
+    }
+    takes = np.asarray(audio, dtype=np.float32)
+    if takes.ndim == 1:
+        takes = takes[None]
+    onsets = [audio_onsets_waveform(take, sample_rate) for take in takes]
+    body["audio_onsets"] = [
+        {"times_s": [min(float(t), duration_s) for t in found.times_s],
+         "strengths": [float(v) for v in found.strengths]} for found in onsets]
+    options = request.get("sync_picture")
+    if not options:
+        return
+    from v2a_server.evaluation.sync_picture import (
+        HEIGHT_PX,
+        WIDTH_PX,
+        SyncPictureData,
+        draw_sync_picture,
+    )
+
+    first_buffer = len(buffers)
+    for take, found in zip(takes, onsets):
+        data = SyncPictureData(
+            audio=take, sample_rate=sample_rate, motion_energy=energy, motion_fps=frames_fps,
+            motion_events_s=body["motion"]["times_s"], marker_times_s=body["onset_times_s"],
+            frame_rate=float(options["frame_rate"]), onset_envelope=found.envelope,
+            onset_envelope_rate_hz=found.envelope_rate_hz,
+            title=f"\u201c{request['caption'][:80]}\u201d \u2014 seed {body['seed']}")
+        buffers.append(draw_sync_picture(data))
+    body["sync_pictures"] = {"encoding": "png", "width_px": WIDTH_PX, "height_px": HEIGHT_PX,
+                             "buffers": list(range(first_buffer, len(buffers)))}

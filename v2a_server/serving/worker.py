@@ -1,0 +1,238 @@
+"""Model workers of the local engine: one thread per device, running the STA-V2A pipeline.
+
+A ``ModelWorker`` loads the pipeline on its device, then takes jobs from the shared
+``JobQueue`` one at a time. It turns a job's protocol payload into pipeline arguments
+(``payload.prepare_inputs``), runs the pipeline with a step callback that reports progress and
+raises ``GenerationCancelled`` once the job's cancel event is set, and turns the output into a
+``result`` body with raw audio buffers (``result.build_result``, ``result.add_review``).
+Everything it has to say goes to the socket loop through ``post(event)`` as the events of
+``v2a_server.serving.events`` (``WorkerLoaded`` or ``WorkerFailed``, then per job
+``JobStarted``, ``JobProgress``..., and ``JobResult`` or ``JobFailed``); a worker never touches
+the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from v2a_server.serving.events import (
+    EngineEvent,
+    JobFailed,
+    JobProgress,
+    JobResult,
+    JobStarted,
+    WorkerFailed,
+    WorkerLoaded,
+)
+from v2a_server.serving.jobs import Job, JobQueue
+from v2a_server.serving.payload import MediaError, prepare_inputs
+from v2a_server.serving.result import add_review, build_result, frame_motion_soon
+from v2a_server.serving.source_frames import SourceUnavailable, read_source_frames
+
+logger = logging.getLogger("v2a_server.serving.worker")
+
+TAKE_TIMEOUT_S = 0.2  # how often an idle worker looks at its stop flag
+
+
+class ModelWorker(threading.Thread):
+    """Loads the pipeline on ``device`` and runs queued jobs one after another.
+
+    Args:
+        model_dir: folder written by ``save_pretrained`` (``v2a create-model``).
+        device: "cpu", "cuda", "cuda:1", ...
+        dtype: "float32", "float16" or "auto" (float16 on CUDA, float32 on CPU).
+        jobs: the shared queue.
+        post: thread-safe callable that hands an event to the socket loop.
+        num_threads: torch CPU threads (None: all cores but one).
+    """
+
+    def __init__(self, model_dir: str, device: str, dtype: str, jobs: JobQueue,
+                 post: Callable[[EngineEvent], None], num_threads: int | None = None):
+        super().__init__(name=f"worker-{device}", daemon=True)
+        self.model_dir = model_dir
+        self.device = device
+        self.dtype = dtype
+        self.jobs = jobs
+        self.post = post
+        self.num_threads = num_threads
+        self.state = "loading"  # loading | idle | busy | failed
+        self.job: Job | None = None
+        self.pipe: Any = None
+        self.model_fps: float | None = None
+        self.image_size: int | None = None  # the video encoder's input side (None: features only)
+        self.sample_rate: int | None = None
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the current job (if any) and end the thread."""
+        self._stop_event.set()
+
+    def run(self) -> None:
+        try:
+            self._load()
+        except Exception as exc:  # the server reports and exits; nothing else can run here
+            logger.exception("worker %s: loading %s failed", self.device, self.model_dir)
+            self.state = "failed"
+            self.post(WorkerFailed(self.device, f"{type(exc).__name__}: {exc}"))
+            return
+        self.state = "idle"
+        self.post(WorkerLoaded(self.device, self.model_fps, self.sample_rate, self.image_size))
+        while not self._stop_event.is_set():
+            job = self.jobs.take(TAKE_TIMEOUT_S)
+            if job is None:
+                continue
+            self.job, self.state = job, "busy"
+            try:
+                final = self._run_job(job)
+            finally:
+                self.job, self.state = None, "idle"
+            self.post(final)  # after going idle: a status answered next sees a free worker
+
+    # ---- loading ------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        import torch
+
+        from v2a_server.model_store import load_pipeline
+
+        if self.device == "cpu":
+            threads = self.num_threads or max(1, (os.cpu_count() or 2) - 1)
+            torch.set_num_threads(threads)
+        t0 = time.monotonic()
+        dtype = None if self.dtype == "auto" else getattr(torch, self.dtype)
+        pipe = load_pipeline(self.model_dir, device=self.device, dtype=dtype)
+        self.pipe = pipe
+        self.model_fps = float(pipe.model_fps)
+        encoder = getattr(pipe, "video_encoder", None)
+        self.image_size = int(encoder.config.image_size) if encoder is not None else None
+        self.sample_rate = int(pipe.sample_rate)
+        logger.info("worker %s: model %s loaded in %.1f s (%s, model_fps %.3g, %d Hz, "
+                    "%d torch threads)", self.device, self.model_dir, time.monotonic() - t0,
+                    pipe.dtype, self.model_fps, self.sample_rate, torch.get_num_threads())
+
+    def memory_bytes(self) -> tuple[int | None, int | None]:
+        """(used, total) memory of this worker's device; process RSS and RAM on CPU."""
+        try:
+            if self.device.startswith("cuda"):
+                import torch
+
+                free, total = torch.cuda.mem_get_info(torch.device(self.device))
+                return int(total - free), int(total)
+            page = os.sysconf("SC_PAGE_SIZE")
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+            return rss, int(os.sysconf("SC_PHYS_PAGES") * page)
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            return None, None
+
+    # ---- one job ------------------------------------------------------------------------
+
+    def _run_job(self, job: Job) -> JobResult | JobFailed:
+        """Run ``job``; returns its final event for the loop."""
+        from v2a_server.pipelines import GenerationCancelled
+
+        job.started_at = time.monotonic()
+        job.device = self.device
+        self.post(JobStarted(job))
+        logger.info("%s: started on %s after %.2f s in the queue", job.label, self.device,
+                    job.started_at - job.accepted_at)
+        steps_seen = {"steps": 0}
+
+        def on_step_end(pipe: Any, step_index: int, total_steps: int,
+                        info: dict[str, Any]) -> None:
+            if job.cancel_event.is_set():
+                raise GenerationCancelled(job.cancel_message or "cancelled")
+            now = time.monotonic()
+            step = step_index + 1
+            elapsed = now - job.started_at
+            windows = int(info.get("num_windows", 1) or 1)
+            steps_seen["steps"] = max(1, total_steps // windows)
+            eta = elapsed / step * (total_steps - step) if step else None
+            self.post(JobProgress(job, str(info.get("stage", "denoise")), step, total_steps,
+                                  eta, elapsed))
+
+        try:
+            if job.cancel_event.is_set():
+                raise GenerationCancelled(job.cancel_message)
+            self.post(JobProgress(job, "preparing", 0, 0, None,
+                                  time.monotonic() - job.started_at))
+            t_prep = time.monotonic()
+            source_timings: dict[str, float] = {}
+            frames = None
+            if job.body["frames"]["encoding"] == "source":
+                self.post(JobProgress(job, "reading frames", 0, 0, None,
+                                      time.monotonic() - job.started_at))
+                frames, cached = read_source_frames(job.body["frames"]["source"])
+                # cached: read by another request (a prepare, the read at queueing, an
+                # earlier job); source_read_s: what this job spent reading or waiting
+                source_timings = {"source_read_s": time.monotonic() - t_prep,
+                                  "source_cached": float(cached)}
+            inputs = prepare_inputs(self.pipe, job.body, job.buffers, frames)
+            # beside the generation: adds nothing to the wait where a core is free
+            motion = frame_motion_soon(inputs["frames"], inputs["frames_fps"])
+            t_pipe = time.monotonic()
+            try:
+                output = self.pipe(**inputs, callback_on_step_end=on_step_end)
+            except BaseException:
+                motion.cancel()
+                raise
+            if job.cancel_event.is_set():  # cancelled after the last step: still cancelled
+                raise GenerationCancelled(job.cancel_message)
+            t_enc = time.monotonic()
+            self.post(JobProgress(job, "finishing", steps_seen["steps"], steps_seen["steps"],
+                                  0.0, t_enc - job.started_at))
+            body, buffers = build_result(output, job.body, steps_seen["steps"],
+                                         float(self.pipe.latent_fps))
+            t_review = time.monotonic()
+            try:
+                add_review(body, buffers, job.body, motion.result(), inputs["frames_fps"],
+                           output.audio, int(output.sample_rate))
+            except Exception as exc:  # review data is extra: never lose the take over it
+                logger.exception("%s: sync review data failed", job.label)
+                for key in ("motion", "audio_onsets", "sync_pictures"):
+                    body.pop(key, None)
+                del buffers[len(body["audio"]["buffers"]):]
+                body["warnings"] = (body["warnings"] + [
+                    f"no sync review data: {type(exc).__name__}: {exc}"[:2000]])[-16:]
+            t_end = time.monotonic()
+            body["timings_s"]["review_s"] = t_end - t_review
+            body["timings_s"].update(source_timings)
+            body["timings_s"].update({
+                "queue_s": job.started_at - job.accepted_at,
+                "prepare_s": t_pipe - t_prep,
+                "pipeline_s": t_enc - t_pipe,
+                "encode_s": t_end - t_enc,
+                "total_s": t_end - job.accepted_at,
+            })
+            logger.info("%s: done in %.2f s (pipeline %.2f s)", job.label,
+                        t_end - job.started_at, t_enc - t_pipe)
+            return JobResult(job, body, buffers)
+        except GenerationCancelled:
+            logger.info("%s: cancelled (%s)", job.label, job.cancel_message or job.cancel_code)
+            return JobFailed(job, job.cancel_code, job.cancel_message or "cancelled")
+        except SourceUnavailable as exc:
+            logger.info("%s: source frames unavailable: %s", job.label, exc)
+            return JobFailed(job, "source_unavailable", str(exc), exc.field)
+        except MediaError as exc:
+            return JobFailed(job, "bad_media", str(exc), exc.field)
+        except ValueError as exc:
+            logger.info("%s: refused by the model: %s", job.label, exc)
+            return JobFailed(job, "invalid_request", str(exc))
+        except Exception as exc:  # a model error must end the job, not the worker
+            logger.exception("%s: generation failed", job.label)
+            if "out of memory" in str(exc).lower():
+                _empty_cuda_cache()
+            return JobFailed(job, "generation_failed", f"{type(exc).__name__}: {exc}")
+
+
+def _empty_cuda_cache() -> None:
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:  # best effort after an OOM; the job already failed
+        logger.debug("torch.cuda.empty_cache failed", exc_info=True)
