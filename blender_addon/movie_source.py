@@ -4,7 +4,7 @@ For a movie strip that Blender shows exactly as the file's frames (no transform,
 modifier, grading or animation; a frame rate equal to the scene's; the Standard view), the
 picture an editor sees is the file itself. Rendering it would cost Blender a full-resolution
 decode per frame on the UI thread; a server that ``reads_local_files`` decodes the same frames
-itself on every core instead (frames encoding "source", ``v2a_server/source_frames.py``). The
+itself on every core instead (frames encoding "source", ``v2a_server/serving/source_frames.py``). The
 request names the file by path, size and mtime: a server that sees another file refuses it and
 the job captures as usual. Anything this module cannot vouch for goes the capture way.
 """

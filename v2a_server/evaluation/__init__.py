@@ -2,6 +2,7 @@
 
 ``metrics``: AA-Align and AV-Align as the authors compute them, one-to-one variants, onset
 precision / recall / F1, audio onsets and visual motion events (the server's review data uses
-the same detectors). ``sync_picture``: the sync review PNG (motion, waveform, onsets). The
-``v2a eval`` command (``commands/eval.py``) scores files with ``metrics.evaluate_clip``.
+the same detectors). ``sync_picture``: the sync review PNG (motion, waveform, onsets).
+``clip_sets``: which clips to score, their scores and one table, for ``v2a eval``
+(``commands/eval.py``, a thin command).
 """
