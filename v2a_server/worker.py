@@ -142,7 +142,7 @@ class ModelWorker(threading.Thread):
 
     def _run_job(self, job: Job) -> tuple:
         """Run ``job``; returns its final event ("result" or "failed") for the loop."""
-        from v2a_server.pipelines import GenerationCancelled
+        from v2a_server.pipelines import GenerationCancelled, StepProgress
 
         job.started_at = time.monotonic()
         job.device = self.device
@@ -151,18 +151,17 @@ class ModelWorker(threading.Thread):
                     job.started_at - job.accepted_at)
         steps_seen = {"steps": 0}
 
-        def on_step_end(pipe: Any, step_index: int, total_steps: int,
-                        info: dict[str, Any]) -> None:
+        def on_step(progress: StepProgress) -> None:
             if job.cancel_event.is_set():
                 raise GenerationCancelled(job.cancel_message or "cancelled")
             now = time.monotonic()
-            step = step_index + 1
+            step = progress.step_index + 1
+            total_steps = progress.total_steps
             elapsed = now - job.started_at
-            windows = int(info.get("num_windows", 1) or 1)
-            steps_seen["steps"] = max(1, total_steps // windows)
+            steps_seen["steps"] = max(1, total_steps // max(1, progress.num_windows))
             eta = elapsed / step * (total_steps - step) if step else None
-            self.post(("progress", job, _progress(str(info.get("stage", "denoise")), step,
-                                                  total_steps, eta, elapsed)))
+            self.post(("progress", job, _progress(progress.stage, step, total_steps, eta,
+                                                  elapsed)))
 
         try:
             if job.cancel_event.is_set():
@@ -186,7 +185,7 @@ class ModelWorker(threading.Thread):
             motion = _REVIEW_POOL.submit(frame_motion, inputs["frames"], inputs["frames_fps"])
             t_pipe = time.monotonic()
             try:
-                output = self.pipe(**inputs, callback_on_step_end=on_step_end)
+                output = self.pipe(**inputs, on_step=on_step)
             except BaseException:
                 motion.cancel()
                 raise
