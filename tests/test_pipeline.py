@@ -131,20 +131,20 @@ def test_deterministic_mode_removes_pooling_randomness(tiny_pipeline):
 
 def test_dpmpp_and_ddpm_samplers_run_with_their_step_counts(tiny_pipeline):
     steps = []
-    run(tiny_pipeline, sampler="ddpm", num_inference_steps=3, callback_on_step_end=lambda p, i, n, info: steps.append((i, n, info["stage"])))
+    run(tiny_pipeline, sampler="ddpm", num_inference_steps=3, on_step=lambda s: steps.append((s.step_index, s.total_steps, s.stage)))
     assert steps == [(0, 3, "denoise"), (1, 3, "denoise"), (2, 3, "denoise")]
 
 
-def test_cancel_from_callback_stops_at_the_next_step(tiny_pipeline):
+def test_cancel_from_the_step_hook_stops_at_the_next_step(tiny_pipeline):
     seen = []
 
-    def cancel_after_first(pipe, i, n, info):
-        seen.append(i)
-        if i == 0:
+    def cancel_after_first(progress):
+        seen.append(progress.step_index)
+        if progress.step_index == 0:
             raise GenerationCancelled()
 
     with pytest.raises(GenerationCancelled):
-        run(tiny_pipeline, num_inference_steps=5, callback_on_step_end=cancel_after_first)
+        run(tiny_pipeline, num_inference_steps=5, on_step=cancel_after_first)
     assert seen == [0]
 
 
@@ -295,3 +295,20 @@ def test_ablation_switches_global_path_off_and_video_off(tiny_pipeline):
     # (the attentive pooling ignores frame order, so the counter-check uses other frames)
     # (random tokens move a fresh tiny UNet only slightly, hence exact inequality here)
     assert not np.array_equal(run(tiny_pipeline).audio, run(tiny_pipeline, frames=other).audio)
+
+
+def test_no_pipeline_function_takes_more_than_8_positional_parameters():
+    # Long positional lists are where arguments get swapped silently (the denoiser once took 19).
+    import ast
+    from pathlib import Path
+
+    import v2a_server.pipelines
+
+    too_long = []
+    for path in sorted(Path(v2a_server.pipelines.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = len(node.args.posonlyargs) + len(node.args.args)  # self included
+                if positional > 8:
+                    too_long.append(f"{path.name}:{node.lineno} {node.name} ({positional})")
+    assert not too_long, too_long

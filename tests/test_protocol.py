@@ -24,13 +24,19 @@ from foley_protocol.protocol import (
     LIMITS,
     MAX_CAPTION_CHARS,
     MAX_HEADER_BYTES,
+    MINOR_ADDITIONS,
+    PROTOCOL_MINOR,
     PROTOCOL_VERSION,
+    REPLY_SCHEMAS,
+    REQUEST_SCHEMAS,
     Message,
     ProtocolError,
     Signer,
     decode,
     encode,
     error_message,
+    for_minor,
+    negotiate,
 )
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -594,3 +600,166 @@ def test_client_that_stops_polling_does_not_declare_the_server_lost(router):
         assert time.monotonic() - t0 < 1.5
     finally:
         client.close()
+
+
+# ---- minor versions: the table, negotiation, and what a client sends to an older server ------
+
+
+def hello_message(**extra) -> Message:
+    return Message("hello", {"client": "t", "versions": [PROTOCOL_VERSION], **extra})
+
+
+def test_every_minor_addition_names_a_type_field_or_value_of_the_schema():
+    for minor, entries in MINOR_ADDITIONS.items():
+        assert 1 <= minor <= PROTOCOL_MINOR
+        for entry in entries:
+            mtype, _, path = entry.partition(".")
+            fields = {**REQUEST_SCHEMAS, **REPLY_SCHEMAS}[mtype]
+            path, _, value = path.partition("=")
+            spec = None
+            for part in path.split(".") if path else ():
+                spec = fields[part]
+                fields = spec.fields
+            if value:
+                assert value in spec.choices, entry
+            elif spec is not None:
+                assert not spec.required or mtype in entries, entry  # a new field is optional
+
+
+def test_negotiate_picks_the_highest_major_and_the_lower_minor():
+    assert negotiate(hello_message()) == {"version": PROTOCOL_VERSION}  # an x.0 hello
+    assert negotiate(hello_message(minor=0)) == {"version": PROTOCOL_VERSION, "minor": 0}
+    assert negotiate(hello_message(minor=PROTOCOL_MINOR + 5)) == {
+        "version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR}
+    newer = Message("hello", {"client": "t", "versions": [PROTOCOL_VERSION, 7], "minor": 3})
+    assert negotiate(newer) == {"version": PROTOCOL_VERSION, "minor": 0}  # its minor is 7's
+    with pytest.raises(ProtocolError) as err:
+        negotiate(Message("hello", {"client": "t", "versions": [99]}))
+    assert (err.value.code, err.value.field) == ("unsupported_version", "body.versions")
+
+
+def test_for_minor_leaves_out_later_optional_fields_and_refuses_later_types_and_values():
+    msg = build_generate(bytes(96), frame_shape=(1, 4, 8, 3), frames_fps=4.0, duration_s=1.0,
+                         caption="c", sync_picture_frame_rate=24.0)
+    old = for_minor(msg, 0)
+    assert "sync_picture" not in old.body and "sync_picture" in msg.body  # a copy
+    assert (old.id, old.buffers) == (msg.id, msg.buffers)
+    assert for_minor(msg, PROTOCOL_MINOR) is msg
+    decode(encode(old))
+    source = {"path": "/m.mp4", "size_bytes": 1, "mtime_ns": 1, "stream_index": 0,
+              "source_fps": 24.0, "frame_indices": [0], "width": 4, "height": 4, "scale": 1.0}
+    for message, field in ((Message("prepare", {"source": source}), "header.type"),
+                           (build_generate(source, frame_encoding="source", frames_fps=4.0,
+                                           duration_s=1.0, caption="c"),
+                            "body.frames.encoding")):
+        with pytest.raises(ProtocolError) as err:
+            for_minor(message, 0)
+        assert (err.value.code, err.value.field) == ("unsupported_version", field)
+        assert "1.1" in err.value.message and "1.0" in err.value.message
+    reply = Message("hello_reply", {**HELLO_REPLY, "minor": 1, "reads_local_files": True,
+                                    "model_image_size": 48})
+    assert for_minor(reply, 0).body == HELLO_REPLY
+
+
+HELLO_REPLY = {"version": 1, "server": "t", "state": "ready", "model_id": "m",
+               "model_fps": 4.0, "sample_rate": 16000, "heartbeat_interval_s": 1.0,
+               "heartbeat_liveness": 3, "limits": {}}
+
+
+def play_server(sock, client, *, minor_field: str, until, timeout_s: float = 5.0) -> list:
+    """Answer the client's hellos and pings on ``sock`` as a server of the given kind does
+    ("negotiates": this code's server; "answers 0": one that speaks x.0 of a hello with minor;
+    "refuses": a server from before minors, whose schema has no hello.minor) until
+    ``until(received)``; returns the requests received."""
+    received = []
+    deadline = time.monotonic() + timeout_s
+    while not until(received):
+        assert time.monotonic() < deadline, [m.type for m in received]
+        client.poll(0.02)
+        while sock.poll(0):
+            identity, *frames = sock.recv_multipart()
+            msg = decode(frames)
+            received.append(msg)
+            if msg.type == "hello":
+                if minor_field == "refuses" and "minor" in msg.body:
+                    reply = error_message("unknown_field", "body has no field 'minor'",
+                                          field="body.minor", parent=msg.id)
+                else:
+                    versions = negotiate(msg)
+                    if minor_field == "answers 0" and "minor" in versions:
+                        versions["minor"] = 0
+                    reply = Message("hello_reply", {**HELLO_REPLY, **versions,
+                                                    "reads_local_files": True}, parent=msg.id)
+            elif msg.type == "ping":
+                reply = Message("pong", {"state": "ready", "queue_length": 0}, parent=msg.id)
+            else:
+                continue
+            sock.send_multipart([identity, *encode(reply)])
+    return received
+
+
+def test_new_client_and_new_server_agree_on_this_minor(router):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.2)
+    try:
+        seen = play_server(sock, client, minor_field="negotiates",
+                           until=lambda _: client.connected)
+        assert seen[0].body["minor"] == PROTOCOL_MINOR
+        assert client.protocol_minor == PROTOCOL_MINOR
+        assert client.server_info["reads_local_files"] is True
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("server_kind", ["refuses", "answers 0"])
+def test_new_client_sends_an_old_server_nothing_newer(router, server_kind):
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.2)
+    try:
+        hellos = [m for m in play_server(sock, client, minor_field=server_kind,
+                                         until=lambda _: client.connected) if m.type == "hello"]
+        if server_kind == "refuses":  # asked again as x.0
+            assert ["minor" in m.body for m in hellos] == [True, False]
+        assert client.protocol_minor == 0
+        assert "reads_local_files" not in client.server_info  # 1.0's hello_reply has none
+        source = {"path": "/m.mp4", "size_bytes": 1, "mtime_ns": 1, "stream_index": 0,
+                  "source_fps": 24.0, "frame_indices": [0], "width": 4, "height": 4,
+                  "scale": 1.0}
+        with pytest.raises(ProtocolError, match="added in protocol 1.1"):
+            client.prepare(source)
+        with pytest.raises(ProtocolError, match="added in protocol 1.1"):
+            client.generate(source, frame_encoding="source", frames_fps=4.0, duration_s=1.0,
+                            caption="c")
+        request_id = client.generate(bytes(96), frame_shape=(1, 4, 8, 3), frames_fps=4.0,
+                                     duration_s=1.0, caption="c", sync_picture_frame_rate=24.0)
+        sent = play_server(sock, client, minor_field=server_kind,
+                           until=lambda got: any(m.id == request_id for m in got))
+        generate = next(m for m in sent if m.id == request_id)
+        assert "sync_picture" not in generate.body and generate.body["caption"] == "c"
+        assert not any(m.type == "prepare" for m in sent)
+    finally:
+        client.close()
+
+
+def test_old_client_and_new_server_speak_1_0():
+    # Today's client before minors: a DEALER whose hello has no minor and whose schema would
+    # refuse a hello_reply.minor; the server answers with negotiate() over a real socket pair.
+    ctx = zmq.Context.instance()
+    server, old_client = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        server.bind("inproc://minor-negotiation")
+        old_client.connect("inproc://minor-negotiation")
+        old_client.send_multipart(raw_frames({"v": 1, "type": "hello", "id": "h1",
+                                              "parent": None,
+                                              "body": {"client": "old", "versions": [1]}}))
+        identity, *frames = server.recv_multipart()
+        hello = decode(frames)
+        reply = Message("hello_reply", {**HELLO_REPLY, **negotiate(hello)}, parent=hello.id)
+        server.send_multipart([identity, *encode(reply)])
+        assert old_client.poll(2000)
+        header = header_of(old_client.recv_multipart())
+        assert header["v"] == 1 and header["parent"] == "h1"
+        assert "minor" not in header["body"] and header["body"]["version"] == 1
+    finally:
+        server.close(0)
+        old_client.close(0)

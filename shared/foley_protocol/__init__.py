@@ -11,6 +11,8 @@ from foley_protocol.protocol import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_LIVENESS,
     LIMITS,
+    MINOR_ADDITIONS,
+    PROTOCOL_MINOR,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Message,
@@ -18,6 +20,8 @@ from foley_protocol.protocol import (
     Signer,
     decode,
     encode,
+    for_minor,
+    negotiate,
 )
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     "HEARTBEAT_INTERVAL_S",
     "HEARTBEAT_LIVENESS",
     "LIMITS",
+    "MINOR_ADDITIONS",
+    "PROTOCOL_MINOR",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Message",
@@ -33,4 +39,6 @@ __all__ = [
     "Signer",
     "decode",
     "encode",
+    "for_minor",
+    "negotiate",
 ]

@@ -19,6 +19,12 @@ socket is closed with LINGER 0 (dropping anything still queued for the dead serv
 one connects and says hello; the wait before giving up on the new socket doubles from
 ``RECONNECT_BACKOFF_MIN_S`` up to ``RECONNECT_BACKOFF_MAX_S`` while the server stays away.
 Requests are never resent automatically: a lost generate is reported, and the caller decides.
+Versions: hello announces ``PROTOCOL_MINOR``; the reply fixes the minor version both speak
+(``protocol_minor``; a server that refuses the announcement is asked again without it and
+speaks x.0). From then on nothing newer is sent: ``for_minor`` leaves out optional fields the
+server's version lacks and refuses locally (``ProtocolError unsupported_version``) a message
+type or value it lacks, e.g. ``prepare`` or frames encoding "source" to a 1.0 server; and
+``server_info`` holds only what that version's hello_reply has.
 Time during which the caller did not call ``poll`` (no pings went out) is not counted as
 server silence, so a caller that blocks for a while does not see a false ``server_lost``.
 
@@ -60,6 +66,7 @@ from foley_protocol.protocol import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_LIVENESS,
     MAX_FRAME_BYTES,
+    PROTOCOL_MINOR,
     PROTOCOL_VERSION,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
@@ -69,6 +76,7 @@ from foley_protocol.protocol import (
     Signer,
     decode,
     encode,
+    for_minor,
 )
 
 logger = logging.getLogger(__name__)
@@ -244,6 +252,7 @@ class FoleyClient:
         self.heartbeat_interval_s = float(heartbeat_interval_s)
         self.liveness = int(liveness)
         self.server_info: dict[str, Any] | None = None  # the last hello_reply body
+        self.protocol_minor: int | None = None  # agreed in hello on this socket; None: not yet
         self.state = "connecting"  # "connecting" | "ready" | "closed"
         self.bad_replies = 0  # replies that failed validation (logged and dropped)
         self._context = context or zmq.Context.instance()
@@ -302,6 +311,8 @@ class FoleyClient:
         """
         if self.state == "closed" or self._socket is None:
             raise RuntimeError("FoleyClient is closed")
+        if self.protocol_minor is not None:  # before hello_reply the server refuses what's new
+            message = for_minor(message, self.protocol_minor)
         frames = encode(message, self._signer)
         if timeout_s is None:
             timeout_s = DEFAULT_TIMEOUTS_S[message.type]
@@ -412,6 +423,8 @@ class FoleyClient:
         sock.connect(self.endpoint)
         self._socket = sock
         self.state = "connecting"
+        self.protocol_minor = None  # perhaps another server: agree again
+        self._announce_minor = True
         now = time.monotonic()
         self._last_heard = now
         self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
@@ -419,8 +432,11 @@ class FoleyClient:
         self._last_ping = now
 
     def _hello_body(self) -> dict[str, Any]:
-        return {"client": self.client_name[:128], "versions": list(SUPPORTED_VERSIONS),
+        body = {"client": self.client_name[:128], "versions": list(SUPPORTED_VERSIONS),
                 "heartbeat_interval_s": self.heartbeat_interval_s}
+        if self._announce_minor:
+            body["minor"] = PROTOCOL_MINOR
+        return body
 
     def _receive_all(self, events: list[Event]) -> None:
         sock = self._socket
@@ -448,7 +464,9 @@ class FoleyClient:
         parent = message.parent
         pending = self._pending.get(parent) if parent is not None else None
         if message.type == "hello_reply":
-            self.server_info = message.body
+            self.protocol_minor = message.body.get("minor", 0)
+            # What the agreed version's hello_reply has: callers gate features on it.
+            self.server_info = for_minor(message, self.protocol_minor).body
             self.state = "ready"
             self._backoff_s = RECONNECT_BACKOFF_MIN_S
             self._silence_limit_s = self.liveness * self.heartbeat_interval_s
@@ -468,7 +486,13 @@ class FoleyClient:
             self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
                       _internal=True)
         if pending.internal:
-            if message.type == "error":
+            if (pending.type == "hello" and message.type == "error"
+                    and message.body["field"] == "body.minor"):
+                # A x.0 server refuses the field that names a minor: say hello as x.0.
+                self._announce_minor = False
+                self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
+                          _internal=True)
+            elif message.type == "error":
                 logger.warning("server refused %s: %s", pending.type, message.body)
             return
         events.append(Event(message.type, parent, message.body, list(message.buffers), final))
@@ -618,5 +642,6 @@ __all__ = [
     "result_audio_numpy",
     "result_audio_pcm",
     "wav_bytes",
+    "PROTOCOL_MINOR",
     "PROTOCOL_VERSION",
 ]

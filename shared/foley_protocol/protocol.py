@@ -2,8 +2,8 @@
 
 Contents, in order:
 
-* constants: ``PROTOCOL_VERSION``, supported versions, default endpoint, heartbeat and retry
-  numbers, size limits (``LIMITS``), error codes;
+* constants: ``PROTOCOL_VERSION`` (major) and ``PROTOCOL_MINOR``, supported versions, default
+  endpoint, heartbeat and retry numbers, size limits (``LIMITS``), error codes;
 * the message schema: one table of fields per message type (``REQUEST_SCHEMAS``,
   ``REPLY_SCHEMAS``), with type, range and size for every field;
 * ``Message`` (one decoded message) and ``ProtocolError`` (what a check raises: code, message,
@@ -11,7 +11,10 @@ Contents, in order:
 * ``encode(message, key)`` -> list of ZeroMQ frames, and its inverse ``decode(frames, key,
   direction)``, which authenticates, unpacks with msgpack limits and validates every field and
   every raw buffer before anything else sees the message;
-* ``Signer``: HMAC-SHA256 sign/verify with a bounded replay history.
+* ``Signer``: HMAC-SHA256 sign/verify with a bounded replay history;
+* minor versions: ``MINOR_ADDITIONS`` (what each minor version added), ``negotiate`` (the
+  version a server answers a hello with) and ``for_minor`` (a message as a peer of an older
+  minor may receive it).
 
 Wire layout (a DEALER sends these frames; a ROUTER sees its routing id in front)::
 
@@ -40,7 +43,12 @@ import msgpack
 # Versions, endpoint, liveness
 # --------------------------------------------------------------------------------------------
 
+# Versions are major.minor. The major is header "v" and hello's "versions": a change an old
+# peer cannot safely refuse. A minor version adds what an older peer refuses cleanly (an unknown
+# type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
+# send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -261,6 +269,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
                           doc="protocol versions the client speaks"),
         "heartbeat_interval_s": Field("float", required=False, lo=MIN_HEARTBEAT_INTERVAL_S,
                                       hi=MAX_HEARTBEAT_INTERVAL_S),
+        "minor": Field("int", required=False, lo=0, hi=1000,
+                       doc="the highest minor version the client speaks of the highest major in "
+                       "versions; absent: 0"),
     },
     "generate": {
         "frames": Field("object", fields={
@@ -316,6 +327,8 @@ _MODEL_INFO: dict[str, Field] = {
 REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
     "hello_reply": {
         "version": Field("int", lo=1, hi=1000),
+        "minor": Field("int", required=False, lo=0, hi=1000,
+                       doc="the minor version chosen; sent only to a hello that had minor"),
         "server": Field("str", max_len=MAX_TEXT_CHARS),
         "state": Field("str", choices=SERVER_STATES),
         **_MODEL_INFO,
@@ -429,6 +442,25 @@ FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_r
 
 _HEADER_KEYS = ("v", "type", "id", "parent", "body")
 
+# What each minor version of major 1 added to 1.0 (the first schema, 2026-11-22 commit 4c322f5);
+# docs/protocol.md's changelog says the same in prose. An entry is a message type ("prepare"),
+# a field ("result.motion"; nested: "generate.frames.source") or one value of a string field
+# ("generate.frames.encoding=source").
+MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        # the sync review
+        "generate.sync_picture", "result.motion", "result.audio_onsets", "result.sync_pictures",
+        # the guidance a result used, the model's image size
+        "result.guidance", "hello_reply.model_image_size", "status_reply.model_image_size",
+        # frames read by the server from a movie file, and reading them ahead
+        "generate.frames.encoding=source", "generate.frames.source",
+        "hello_reply.reads_local_files", "error.code=source_unavailable",
+        "prepare", "prepare_reply",
+        # the minor version itself
+        "hello.minor", "hello_reply.minor",
+    ),
+}
+
 # --------------------------------------------------------------------------------------------
 # Messages
 # --------------------------------------------------------------------------------------------
@@ -519,6 +551,90 @@ class Signer:
         self._order.append(signature)
         if len(self._order) > REPLAY_HISTORY:
             self._seen.discard(self._order.popleft())
+
+
+# --------------------------------------------------------------------------------------------
+# Minor versions
+# --------------------------------------------------------------------------------------------
+
+
+def negotiate(hello: Message) -> dict[str, int]:
+    """The version fields of the hello_reply that answers ``hello``: ``version``, the highest
+    major both speak, and ``minor``, of it the lower of the two minors; ``minor`` only when the
+    hello had one (a hello without it speaks x.0, and an x.0 client refuses the field).
+
+    Raises:
+        ProtocolError: ``unsupported_version`` (field ``body.versions``): no common major.
+    """
+    versions = hello.body["versions"]
+    common = set(versions) & set(SUPPORTED_VERSIONS)
+    if not common:
+        raise ProtocolError("unsupported_version", f"no common protocol version: client speaks "
+                            f"{versions}, server speaks {list(SUPPORTED_VERSIONS)}",
+                            "body.versions", hello.id)
+    major = max(common)
+    if "minor" not in hello.body:
+        return {"version": major}
+    # The client's minor is of its highest major; of a lower one it may speak only x.0.
+    client_minor = hello.body["minor"] if major == max(versions) else 0
+    return {"version": major, "minor": min(client_minor, PROTOCOL_MINOR)}
+
+
+def for_minor(message: Message, minor: int) -> Message:
+    """``message`` as a peer speaking ``minor`` (of this major) may receive it: the optional
+    fields added after ``minor`` left out (the message itself when nothing is). The caller's
+    body is not changed.
+
+    Raises:
+        ProtocolError: ``unsupported_version``: the message cannot be said in ``minor`` (its
+            type, a value it uses, or a required field was added later); ``field`` names it.
+    """
+    later = [entry for version, entries in MINOR_ADDITIONS.items() if version > minor
+             for entry in entries]
+
+    def refuse(what: str, field: str, version: str) -> ProtocolError:
+        return ProtocolError("unsupported_version", f"{what} was added in protocol "
+                             f"{PROTOCOL_VERSION}.{version}; the peer speaks "
+                             f"{PROTOCOL_VERSION}.{minor}", field, message.id)
+
+    if message.type in later:
+        raise refuse(f"the {message.type} message", "header.type", _added_in(message.type))
+    schemas = REQUEST_SCHEMAS if message.type in REQUEST_SCHEMAS else REPLY_SCHEMAS
+    body = message.body
+    for entry in later:
+        mtype, _, path = entry.partition(".")
+        if mtype != message.type or not path:
+            continue
+        path, _, value = path.partition("=")
+        *parents, name = path.split(".")
+        holder, fields = body, schemas[mtype]
+        for part in parents:
+            holder, fields = holder.get(part), fields[part].fields
+            if not isinstance(holder, dict):
+                break
+        else:
+            if name not in holder:
+                continue
+            if value:
+                if holder[name] == value:
+                    raise refuse(f"{path} {value!r}", f"body.{path}", _added_in(entry))
+            elif fields[name].required:
+                raise refuse(f"the field {path}", f"body.{path}", _added_in(entry))
+            else:
+                body = _without(body, parents, name)
+    return message if body is message.body else Message(
+        message.type, body, message.id, message.parent, message.buffers, message.version)
+
+
+def _added_in(entry: str) -> str:
+    return str(next(v for v, entries in MINOR_ADDITIONS.items() if entry in entries))
+
+
+def _without(body: dict[str, Any], parents: list[str], name: str) -> dict[str, Any]:
+    """A copy of ``body`` without ``parents...name`` (only the maps on the way are copied)."""
+    if not parents:
+        return {key: item for key, item in body.items() if key != name}
+    return {**body, parents[0]: _without(body[parents[0]], parents[1:], name)}
 
 
 # --------------------------------------------------------------------------------------------

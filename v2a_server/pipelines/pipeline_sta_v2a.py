@@ -10,7 +10,12 @@ Follows the authors' inference code where it and the paper disagree (model.md §
 - The temporal path runs at the config's video frame rate (reference 4 fps, nearest upsampling).
 Extensions over the release: any duration (windows + equal-power crossfade, exact sample
 count), batched variations, a DPM-Solver++ sampler, onset hints, latent inpainting of a time
-range, onset markers from the (otherwise discarded) onset head, progress/cancel callback.
+range, onset markers from the (otherwise discarded) onset head, a progress/cancel hook.
+
+The step hook is ``on_step(StepProgress)``, deliberately not diffusers'
+``callback_on_step_end(pipe, i, t, callback_kwargs) -> dict``: it reports progress counted
+across windows and stops a job by raising ``GenerationCancelled`` (nothing is decoded after a
+cancel), while diffusers' hook edits tensors and its ``interrupt`` flag still decodes a result.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +56,38 @@ CROSSFADE_FRAMES = 25
 
 
 class GenerationCancelled(Exception):
-    """Raised from a step callback to stop a generation at the next denoising step."""
+    """Raised from the ``on_step`` hook to stop a generation at the next denoising step."""
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """What the ``on_step`` hook is told after every denoising step."""
+
+    step_index: int  # 0-based, counting across windows: window * steps + step in the window
+    total_steps: int  # steps per window x windows
+    window: int
+    num_windows: int
+    timestep: int  # the scheduler's timestep of this step
+    stage: str = "denoise"
+
+
+@dataclass(frozen=True)
+class _DenoiseRun:
+    """What every window's denoising loop of one call shares."""
+
+    shape: tuple[int, ...]  # latents [variations, channels, window frames, freq bins]
+    generator: torch.Generator
+    sampler: str
+    steps: int  # per window
+    cond_text: torch.Tensor
+    cond_mask: torch.Tensor
+    uncond_text: torch.Tensor | None  # None: no classifier-free guidance
+    uncond_mask: torch.Tensor | None
+    guidance_scale: float
+    use_controlnet: bool
+    controlnet_scale: float
+    num_windows: int
+    on_step: Callable[[StepProgress], None] | None
 
 
 def range_ramp(times_s: np.ndarray, range_s, ramp_s: float) -> np.ndarray:
@@ -120,6 +156,7 @@ class STAV2APipeline(DiffusionPipeline):
 
     def __init__(
         self,
+        *,  # nine components: named, never placed by position
         video_encoder: CAVPVideoEncoder | None,
         conditioner: STAVideoConditioner,
         tokenizer: PreTrainedTokenizerBase,
@@ -190,7 +227,7 @@ class STAV2APipeline(DiffusionPipeline):
     # ---- 0. validation ----------------------------------------------------------------------
 
     def check_inputs(
-        self, frames, frames_fps, video_features, duration_s, sampler, steps, guidance_scale,
+        self, frames, frames_fps, video_features, duration_s, *, sampler, steps, guidance_scale,
         num_variations, onset_hints, inpaint_audio, inpaint_range_s,
     ) -> None:
         if (frames is None) == (video_features is None):
@@ -315,6 +352,7 @@ class STAV2APipeline(DiffusionPipeline):
         caption: str = "",
         negative_caption: str = "",
         seed: int | None = None,
+        *,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         sampler: str = "dpmpp",
@@ -327,7 +365,7 @@ class STAV2APipeline(DiffusionPipeline):
         controlnet_conditioning_scale: float | None = None,
         video_conditioning: bool = True,
         onset_threshold: float = 0.5,
-        callback_on_step_end: Callable[["STAV2APipeline", int, int, dict[str, Any]], None] | None = None,
+        on_step: Callable[[StepProgress], None] | None = None,
     ) -> STAV2APipelineOutput:
         """Generate Foley for a video.
 
@@ -352,8 +390,8 @@ class STAV2APipeline(DiffusionPipeline):
                 model's ``default_controlnet_scale``.
             video_conditioning: False drops both video paths (ControlNet and global tokens):
                 the text-to-audio prior alone, for ablations.
-            callback_on_step_end: called after every denoising step as
-                ``fn(pipe, step_index, total_steps, info)``; raise ``GenerationCancelled`` to stop.
+            on_step: called after every denoising step with a ``StepProgress``; raise
+                ``GenerationCancelled`` from it to stop (not diffusers' callback contract).
         """
         # 0. validate and plan
         sampler = sampler.lower()
@@ -362,8 +400,9 @@ class STAV2APipeline(DiffusionPipeline):
         if controlnet_conditioning_scale is None:
             controlnet_conditioning_scale = self.config.default_controlnet_scale
         self.check_inputs(
-            frames, frames_fps, video_features, duration_s, sampler, num_inference_steps,
-            guidance_scale, num_variations, onset_hints, inpaint_audio, inpaint_range_s,
+            frames, frames_fps, video_features, duration_s, sampler=sampler,
+            steps=num_inference_steps, guidance_scale=guidance_scale, num_variations=num_variations,
+            onset_hints=onset_hints, inpaint_audio=inpaint_audio, inpaint_range_s=inpaint_range_s,
         )
         steps = num_inference_steps or DEFAULT_STEPS[sampler]
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
@@ -406,8 +445,14 @@ class STAV2APipeline(DiffusionPipeline):
             plan.window_frames,
             self.controlnet.config.latent_freq_bins,
         )
+        run = _DenoiseRun(
+            shape=latent_shape, generator=generator, sampler=sampler, steps=steps,
+            cond_text=cond_text, cond_mask=cond_mask, uncond_text=uncond_text,
+            uncond_mask=uncond_mask, guidance_scale=guidance_scale, use_controlnet=use_controlnet,
+            controlnet_scale=controlnet_conditioning_scale, num_windows=plan.num_windows,
+            on_step=on_step,
+        )
         windows_audio, windows_onsets = [], []
-        total_steps = steps * plan.num_windows
         for w in range(plan.num_windows):
             window_feats = features[w * video_hop : w * video_hop + steps_per_window][None]
             with timer("conditioner"):
@@ -437,11 +482,7 @@ class STAV2APipeline(DiffusionPipeline):
                 mask = torch.from_numpy(mask_np).to(self.device, known.dtype)[None, None, :, None]
 
             with timer("denoise"):
-                latents = self._denoise(
-                    latent_shape, generator, sampler, steps, tokens, control, cond_text, cond_mask,
-                    uncond_text, uncond_mask, guidance_scale, use_controlnet, controlnet_conditioning_scale,
-                    known, mask, callback_on_step_end, w, plan.num_windows, total_steps,
-                )
+                latents = self._denoise(run, w, tokens, control, known, mask)
             with timer("vae_decode"):
                 mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample
             with timer("vocoder"):
@@ -500,17 +541,18 @@ class STAV2APipeline(DiffusionPipeline):
         gain_old = np.cos(x * np.pi / 2)
         return (new * gain_new + old[None] * gain_old).astype(np.float32)
 
-    def _denoise(
-        self, shape, generator, sampler, steps, tokens, control, cond_text, cond_mask, uncond_text,
-        uncond_mask, guidance_scale, use_controlnet, cn_scale, known, mask, callback, window,
-        num_windows, total_steps,
-    ) -> torch.Tensor:
-        scheduler = self.make_scheduler(sampler)
-        scheduler.set_timesteps(steps, device=self.device)
+    def _denoise(self, run: _DenoiseRun, window: int, tokens: torch.Tensor, control: torch.Tensor,
+                 known: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        """One window's latents: ``known``/``mask`` (both or neither) keep the latents where
+        mask is 0 (an inpainted range)."""
+        cond_text, cond_mask = run.cond_text, run.cond_mask
+        uncond_text, uncond_mask = run.uncond_text, run.uncond_mask
+        scheduler = self.make_scheduler(run.sampler)
+        scheduler.set_timesteps(run.steps, device=self.device)
         dtype = self.unet.dtype
-        noise = torch.randn(shape, generator=generator).to(self.device, dtype)
+        noise = torch.randn(run.shape, generator=run.generator).to(self.device, dtype)
         latents = noise * scheduler.init_noise_sigma
-        batch = shape[0]
+        batch = run.shape[0]
         ones = torch.ones(batch, tokens.shape[1], dtype=torch.bool, device=self.device)
 
         # Context = [text ; global video tokens]; video tokens are in both CFG halves.
@@ -526,11 +568,11 @@ class STAV2APipeline(DiffusionPipeline):
             model_in = torch.cat([latents, latents]) if uncond_text is not None else latents
             model_in = scheduler.scale_model_input(model_in, t)
             down_res = mid_res = None
-            if use_controlnet:
+            if run.use_controlnet:
                 # The release's ControlNet cross-attention sees no padding mask.
                 down_res, mid_res = self.controlnet(
                     model_in, t, encoder_hidden_states=context, controlnet_cond=control,
-                    conditioning_scale=cn_scale, return_dict=False,
+                    conditioning_scale=run.controlnet_scale, return_dict=False,
                 )
             pred = self.unet(
                 model_in, t, encoder_hidden_states=context, encoder_attention_mask=ctx_mask,
@@ -538,8 +580,8 @@ class STAV2APipeline(DiffusionPipeline):
             ).sample
             if uncond_text is not None:
                 pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-            latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
+                pred = pred_uncond + run.guidance_scale * (pred_cond - pred_uncond)
+            latents = scheduler.step(pred, t, latents, generator=run.generator).prev_sample
             if known is not None:
                 # Keep the known latents outside the range, noised to the next step's level.
                 is_last = i == len(scheduler.timesteps) - 1
@@ -548,6 +590,9 @@ class STAV2APipeline(DiffusionPipeline):
                 else:
                     reference = scheduler.add_noise(known, noise, scheduler.timesteps[i + 1 : i + 2])
                 latents = mask * latents + (1 - mask) * reference
-            if callback is not None:
-                callback(self, window * steps + i, total_steps, {"stage": "denoise", "window": window, "num_windows": num_windows, "timestep": int(t)})
+            if run.on_step is not None:
+                run.on_step(StepProgress(
+                    step_index=window * run.steps + i, total_steps=run.steps * run.num_windows,
+                    window=window, num_windows=run.num_windows, timestep=int(t),
+                ))
         return latents

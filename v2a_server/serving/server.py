@@ -35,7 +35,6 @@ from foley_protocol.protocol import (
     LIMITS,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
     Message,
     ProtocolError,
     Signer,
@@ -43,6 +42,7 @@ from foley_protocol.protocol import (
     encode,
     error_from_exception,
     error_message,
+    negotiate,
 )
 from v2a_server import __version__
 from v2a_server.serving.engine import Engine
@@ -246,12 +246,10 @@ class FoleyServer:
                                                   "queue_length": len(self.jobs)},
                                          parent=message.id))
         elif message.type == "hello":
-            common = set(body["versions"]) & set(SUPPORTED_VERSIONS)
-            if not common:
-                self._send(identity, error_message(
-                    "unsupported_version", f"no common protocol version: client speaks "
-                    f"{body['versions']}, server speaks {list(SUPPORTED_VERSIONS)}",
-                    field="body.versions", parent=message.id))
+            try:
+                version = negotiate(message)  # {"version": major[, "minor": minor]}
+            except ProtocolError as exc:
+                self._send(identity, error_from_exception(exc))
                 return
             client.name = body["client"]
             client.heartbeat_interval_s = float(body.get("heartbeat_interval_s",
@@ -259,7 +257,7 @@ class FoleyServer:
             logger.info("client %s: hello from %r (heartbeat %.1f s)", identity.hex(),
                         client.name, client.heartbeat_interval_s)
             self._send(identity, Message("hello_reply", {
-                "version": max(common), "server": SERVER_NAME, "state": self.state,
+                **version, "server": SERVER_NAME, "state": self.state,
                 "model_id": self.model_id if self.model_fps is not None else None,
                 "model_fps": self.model_fps, "sample_rate": self.sample_rate,
                 "model_image_size": self.model_image_size,

@@ -133,7 +133,7 @@ class ModelWorker(threading.Thread):
 
     def _run_job(self, job: Job) -> JobResult | JobFailed:
         """Run ``job``; returns its final event for the loop."""
-        from v2a_server.pipelines import GenerationCancelled
+        from v2a_server.pipelines import GenerationCancelled, StepProgress
 
         job.started_at = time.monotonic()
         job.device = self.device
@@ -142,18 +142,15 @@ class ModelWorker(threading.Thread):
                     job.started_at - job.accepted_at)
         steps_seen = {"steps": 0}
 
-        def on_step_end(pipe: Any, step_index: int, total_steps: int,
-                        info: dict[str, Any]) -> None:
+        def on_step(progress: StepProgress) -> None:
             if job.cancel_event.is_set():
                 raise GenerationCancelled(job.cancel_message or "cancelled")
-            now = time.monotonic()
-            step = step_index + 1
-            elapsed = now - job.started_at
-            windows = int(info.get("num_windows", 1) or 1)
-            steps_seen["steps"] = max(1, total_steps // windows)
+            step = progress.step_index + 1
+            total_steps = progress.total_steps
+            elapsed = time.monotonic() - job.started_at
+            steps_seen["steps"] = max(1, total_steps // max(1, progress.num_windows))
             eta = elapsed / step * (total_steps - step) if step else None
-            self.post(JobProgress(job, str(info.get("stage", "denoise")), step, total_steps,
-                                  eta, elapsed))
+            self.post(JobProgress(job, progress.stage, step, total_steps, eta, elapsed))
 
         try:
             if job.cancel_event.is_set():
@@ -176,7 +173,7 @@ class ModelWorker(threading.Thread):
             motion = frame_motion_soon(inputs["frames"], inputs["frames_fps"])
             t_pipe = time.monotonic()
             try:
-                output = self.pipe(**inputs, callback_on_step_end=on_step_end)
+                output = self.pipe(**inputs, on_step=on_step)
             except BaseException:
                 motion.cancel()
                 raise
