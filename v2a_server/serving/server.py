@@ -34,6 +34,7 @@ from foley_protocol.protocol import (
     HEARTBEAT_LIVENESS,
     LIMITS,
     MAX_FRAME_BYTES,
+    PROTOCOL_MINOR,
     PROTOCOL_VERSION,
     Message,
     ProtocolError,
@@ -152,9 +153,9 @@ class FoleyServer:
             sock.curve_secretkey = secret
         sock.bind(self.endpoint)
         self._socket = sock
-        logger.info("%s listening on %s (%s, protocol %d, max queue %d)", SERVER_NAME,
+        logger.info("%s listening on %s (%s, protocol %d.%d, max queue %d)", SERVER_NAME,
                     self.endpoint, "CURVE" if curve else "plain loopback", PROTOCOL_VERSION,
-                    self.jobs.max_length)
+                    PROTOCOL_MINOR, self.jobs.max_length)
 
     def start_engine(self) -> None:
         """Let the engine load the model and take jobs from the queue."""
