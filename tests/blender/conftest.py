@@ -33,6 +33,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ADDON_DIR = REPO / "blender_addon"
 SHARED_DIR = REPO / "shared"
+# foley_protocol for the linked add-on and the bpy-free helper tests (the built zip bundles it
+# as a wheel; test_bpy_package checks that path in a Blender process of its own).
+if str(SHARED_DIR) not in sys.path:
+    sys.path.insert(0, str(SHARED_DIR))
 ADDON_ID = "sta_v2a_foley"
 ADDON_MODULE = f"bl_ext.user_default.{ADDON_ID}"
 HAVE_BPY = importlib.util.find_spec("bpy") is not None
@@ -115,8 +119,6 @@ def addon(bpy_module):
     import addon_utils
 
     bpy = bpy_module
-    if str(SHARED_DIR) not in sys.path:  # foley_protocol (the built zip bundles it as a wheel)
-        sys.path.insert(0, str(SHARED_DIR))
     repo_dir = Path(bpy.utils.user_resource("EXTENSIONS", path="user_default", create=True))
     link = repo_dir / ADDON_ID
     if link.is_symlink() or link.exists():
