@@ -160,6 +160,7 @@ def test_pull_resumes_a_dropped_download_installs_and_generates(fake_repos, tmp_
         before = env.snapshot()
         run = env.v2a("model", "pull", "sta-v2a", *TINY)
         assert run.returncode == 0, run.stderr
+        print(run.stdout, run.stderr[-3000:])
         after = env.snapshot()
         # The CAVP checkpoint was cut off once, and the second GET asked for the rest only.
         assert hub.gets(CAVP) == [None, f"bytes={HUB_CHUNK}-"]
@@ -198,8 +199,7 @@ def test_pull_resumes_a_dropped_download_installs_and_generates(fake_repos, tmp_
     assert out.stat().st_size > 1000
     env.assert_stayed_on_loopback()
 
-    # The server resolves the same name to the same folder and reports it by that name.
-    serve_run = env.v2a  # noqa: F841  (the server uses model_store.resolve_model_dir, checked here)
+    # v2a-server resolves --model with the same model_store.resolve_model_dir.
     check = subprocess.run(
         [sys.executable, "-c", "from v2a_server.model_store import resolve_model_dir as r; print(r('sta-v2a'))"],
         env=env.vars, capture_output=True, text=True, cwd=env.work)
@@ -241,11 +241,20 @@ def test_a_refused_token_is_reported_as_such(fake_repos, tmp_path):
     env.assert_stayed_on_loopback()
 
 
-def test_offline_without_the_files_says_so(fake_repos, tmp_path):
+def test_offline_without_the_files_says_so(tmp_path):
     env = Env(tmp_path, "http://127.0.0.1:9")  # nothing listens there; offline mode never asks
     run = env.v2a("model", "pull", "sta-v2a", *TINY, HF_HUB_OFFLINE="1")
     assert run.returncode == 2
     assert "summary: " in run.stderr and "HF_HUB_OFFLINE is set and the file is not in the cache" in run.stderr
+    env.assert_stayed_on_loopback()
+
+
+def test_no_network_says_so(tmp_path):
+    env = Env(tmp_path, "http://127.0.0.1:9")  # the discard port: nothing answers
+    run = env.v2a("model", "pull", "sta-v2a", *TINY)
+    assert run.returncode == 2
+    assert "summary: http://127.0.0.1:9/y-ren16/STAV2A (revision main), file saved/STA-V2A/summary.jsonl" in run.stderr
+    assert "cannot reach http://127.0.0.1:9" in run.stderr and "--from-dir DIR" in run.stderr
     env.assert_stayed_on_loopback()
 
 
@@ -295,3 +304,14 @@ def test_an_unknown_model_name_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"'sta-v2a' is neither a pipeline folder nor an installed model "
                        r"\(installed: default, .*`v2a model pull sta-v2a`"):
         resolve_model_dir("sta-v2a")
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path):
+    from v2a_server.hub.fetch import PullError, RemoteFile, check_disk_space
+    from v2a_server.hub.manifest import STA_V2A
+
+    part = STA_V2A.part("weights")
+    exabyte = RemoteFile(part, STA_V2A.source("release"), part.path, 10**18, None, "0" * 40)
+    with pytest.raises(PullError, match=r"not enough disk space: .* GB are needed in .*set HF_HOME \(downloads\) "
+                       r"and V2A_HOME"):
+        check_disk_space([exabyte], tmp_path / "models", install_bytes=10**18)

@@ -75,8 +75,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def explain(exc: BaseException, part: Part, source: Source, path: str) -> PullError:
     """Turn a huggingface_hub / OS error into what the user reads: file, place, remedy."""
-    import httpx2
     from huggingface_hub import errors
+
+    try:  # the HTTP client huggingface_hub 2.x uses; 1.x used httpx
+        import httpx2
+    except ImportError:
+        import httpx as httpx2
 
     where = f"{part.key}: {_where(source, path)}"
     override = f"--repo {source.key}=REPO_ID[@REVISION] or --file {part.key}=PATH_IN_REPO"
