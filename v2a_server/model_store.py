@@ -1,17 +1,48 @@
-"""Finding and loading pipeline folders: a local path, or `default` for the embedded model."""
+"""Finding and loading pipeline folders: a local path, `default` for the embedded model, or the
+name of a model installed by `v2a model pull` (in ``installed_models_dir()``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
 # The embedded default model (trained here, shipped inside the package; see docs/default-model.md).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
+# Where installed models live: $V2A_HOME/models/<name>; V2A_HOME defaults to $XDG_CACHE_HOME/v2a
+# (~/.cache/v2a), beside the Hugging Face cache the source files are downloaded into.
+V2A_HOME_ENV = "V2A_HOME"
+# What `v2a model pull` records in an installed folder: sources, hashes, the model's scope.
+INSTALL_RECORD = "v2a_model.json"
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def v2a_home() -> Path:
+    if os.environ.get(V2A_HOME_ENV):
+        return Path(os.environ[V2A_HOME_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "v2a"
+
+
+def installed_models_dir() -> Path:
+    return v2a_home() / "models"
+
+
+def installed_models() -> dict[str, Path]:
+    """Name → folder of every installed model (not the embedded one)."""
+    root = installed_models_dir()
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir())
+            if MODEL_NAME.match(p.name) and (p / "model_index.json").is_file()}
+
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:
-    """`default` → the embedded model; anything else must be a pipeline folder on disk."""
+    """`default` → the embedded model; a pipeline folder on disk → itself; otherwise the name of
+    an installed model (`v2a model pull NAME`)."""
     if str(name_or_path) == "default":
         if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
             raise FileNotFoundError(
@@ -20,9 +51,18 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
             )
         return DEFAULT_MODEL_DIR
     path = Path(name_or_path).expanduser()
-    if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json)")
-    return path
+    if (path / "model_index.json").is_file():
+        return path
+    installed = installed_models()
+    if str(name_or_path) in installed:
+        return installed[str(name_or_path)]
+    if MODEL_NAME.match(str(name_or_path)) and not path.exists():
+        names = ", ".join(["default", *installed])
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a pipeline folder nor an installed model (installed: {names}, "
+            f"in {installed_models_dir()}); `v2a model pull {name_or_path}` installs a known model"
+        )
+    raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json)")
 
 
 # Components whose weights another installed package ships (kept out of our folders by size).

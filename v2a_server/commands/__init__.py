@@ -15,4 +15,5 @@ COMMAND_MODULES = (
     "train",
     "demo",
     "pack_model",
+    "model",
 )

@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("video", help="input video file")
     parser.add_argument("--caption", required=True, help="what should be heard")
     parser.add_argument("--negative-caption", default="speech, music", help="what should not be heard")
-    parser.add_argument("--model", default="default", help="pipeline folder, or 'default' (embedded model)")
+    parser.add_argument("--model", default="default", help="pipeline folder, an installed model's name (`v2a model list`), or 'default' (embedded model)")
     parser.add_argument("--out", required=True, help="output WAV (16 kHz); variations add -2, -3, … before .wav")
     parser.add_argument("--onsets", help="output JSON with onset markers and the onset probability curve")
     parser.add_argument("--seed", type=int, help="random seed (default: random; printed)")

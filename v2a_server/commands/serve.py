@@ -22,9 +22,9 @@ from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2a-server", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default", metavar="DIR",
-                        help="model folder (from `v2a create-model` or `v2a convert`), or "
-                        "'default' for the embedded model")
+    parser.add_argument("--model", default="default", metavar="NAME|DIR",
+                        help="model folder (from `v2a create-model` or `v2a convert`), the name of "
+                        "an installed model (`v2a model pull sta-v2a`), or 'default' for the embedded model")
     parser.add_argument("--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     parser.add_argument("--device", action="append", default=None,
