@@ -25,12 +25,13 @@ from v2a_server.model_card import ModelCard
 LEVEL_WINDOW_S = 0.1  # a take's loudness is that of its loudest window this long
 # A take whose loudest window is below this is near-silent: the model made only its noise
 # floor. Measured with the default model (bench/take_levels.py; docs/default-model.md,
-# "Near-silent takes"): its noise-floor takes on real clips peak at -59.1 to -60.1 dBFS (the
-# synthetic world's -60 dBFS floor); its quietest take with any sound at -42.1; its takes on
-# its own synthetic world at -28.6 to -31.0; the clips' real soundtracks at -11.5 to -16.4
-# (their quietest 4 s included). -50 lies 9 dB above the floor and 8 dB below the quietest
-# sound; the quietest real soundtrack would have to be turned down by 33 dB to be flagged.
+# "Scope, and near-silent takes"): its noise-floor takes on real clips peak at -59.1 to -60.1
+# dBFS (the synthetic world's -60 dBFS floor); its quietest take with any sound at -42.1; on
+# its own synthetic world its takes at -28.6 to -31.0; the clips' real soundtracks at -11.5
+# to -16.4 (their quietest 4 s included). -50 lies 9 dB above the floor and 8 dB below the
+# quietest sound; the quietest real soundtrack would have to be 33 dB quieter to be flagged.
 NEAR_SILENT_DBFS = -50.0
+NO_CARD = ModelCard()  # a model folder that says nothing of itself
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def take_level(take: Any, sample_rate: int) -> TakeLevel:
     x = np.nan_to_num(np.asarray(take, dtype=np.float64).reshape(-1))
     if x.size == 0:
         return TakeLevel(MIN_LEVEL_DBFS, MIN_LEVEL_DBFS, MIN_LEVEL_DBFS, True)
-    window = max(1, min(x.size, int(round(LEVEL_WINDOW_S * sample_rate))))
+    window = max(1, min(x.size, round(LEVEL_WINDOW_S * sample_rate)))
     energy = np.concatenate([[0.0], np.cumsum(x * x)])
     window_ms = (energy[window:] - energy[:-window]) / window  # mean square of each window
     loudest = dbfs(math.sqrt(max(float(window_ms.max()), 0.0)))
@@ -86,7 +87,7 @@ def near_silent_warning(levels: list[TakeLevel], card: ModelCard) -> str | None:
 
 
 def build_result(output: Any, request: dict[str, Any], steps: int, onset_rate_hz: float,
-                 card: ModelCard = ModelCard()) -> tuple[dict[str, Any], list[Any]]:
+                 card: ModelCard = NO_CARD) -> tuple[dict[str, Any], list[Any]]:
     """The ``result`` body (``model_id`` left empty) and its audio buffers.
 
     Args:
