@@ -52,6 +52,7 @@ class Job:
     job_timeout_s: float
     state: JobState = JobState.CONNECTING
     message: str = ""
+    warned: bool = False  # ended with a warning for the editor (e.g. a near-silent take)
     request_id: str | None = None
     capture: FrameCapture | ReadyFrames | None = None
     progress: dict[str, Any] = field(default_factory=dict)

@@ -101,6 +101,7 @@ class JobManager:
                 logger.debug("cancel of %s not sent", job.request_id, exc_info=True)
         job.state = state
         job.message = message
+        job.warned = level == "WARNING"
         self.last_message = (f"{job.label}: {message}", level)
         messages.report(self.last_message[0], level)
         finished = [j for j in self.jobs if not j.active]
@@ -285,6 +286,8 @@ class JobManager:
         job.placed = placed
         job.timings_s["placement_s"] = time.perf_counter() - t0
         undo_push(f"Foley for {job.label}")
+        # the server's warnings first: a near-silent take is said before anything else
+        warnings = list(body.get("warnings", [])) + warnings
         text = messages.placed([p.strip_name for p in placed],
                                len(body.get("onset_times_s", [])), body.get("seed"), warnings)
         self._end(job, JobState.DONE, text, "WARNING" if warnings else "INFO")

@@ -51,6 +51,12 @@ def placed(names: list[str], onsets: int, seed, warnings: list[str]) -> str:
     return text
 
 
+def near_silent_take(loudest_dbfs: float) -> str:
+    """The Takes panel's line for a take the server found near-silent."""
+    return (f"Near-silent take (loudest {loudest_dbfs:.0f} dBFS): the model heard nothing it "
+            "knows in this picture")
+
+
 def unreachable(endpoint: str, waited_s: float, loading: bool, uses_key: bool) -> str:
     """A job waited too long for a server that answers (and has loaded its model)."""
     if loading:
@@ -110,6 +116,14 @@ ROUTE_PREFERENCE = "Frames: rendered by Blender (preference)"
 ROUTE_READY = "Frames: read, ready on the server"
 ROUTE_READING = "Frames: the server is reading the file…"
 ROUTE_SERVER_READS = "Frames: read from the file by the server"
+
+
+def model_line(status: dict) -> str:
+    """The server panel's model line: its name and, where its folder states it, its scope."""
+    text = f"Model: {status.get('model_id') or '…'}"
+    if status.get("model_scope"):
+        text += f" · {status['model_scope']}"
+    return text
 
 
 def route_rendered(reason: str) -> str:

@@ -254,6 +254,11 @@ def add_take_record(record, *, take_id: str, number: int, filepath: str, result:
         onset = take.onsets.add()
         onset.time_s, onset.probability = float(time_s), float(probability)
     take.hinted = bool(settings.onset_hints_s)
+    levels = result.get("audio_levels") or []  # from 1.2 servers
+    if variation < len(levels):
+        take.near_silent = bool(levels[variation]["near_silent"])
+        take.loudest_dbfs = float(levels[variation]["loudest_dbfs"])
+    take.server_warnings = "; ".join(result.get("warnings", []))
     return take
 
 

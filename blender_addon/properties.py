@@ -126,6 +126,14 @@ class FoleyTake(bpy.types.PropertyGroup):
                                description="End of the regenerated range (seconds)")
     based_on: StringProperty(name="Based On",
                              description="Take id of the take whose range was regenerated")
+    # What the server measured of the take (protocol 1.2) and what it warned of it.
+    near_silent: BoolProperty(name="Near-Silent",
+                              description="The model made only its noise floor: it heard "
+                              "nothing it knows in this picture")
+    loudest_dbfs: FloatProperty(name="Loudest", description="Level of the take's loudest "
+                                "100 ms, dBFS (0 when the server did not say)")
+    server_warnings: StringProperty(name="Server Warnings",
+                                    description="What the server warned of this result")
 
     @property
     def is_range(self) -> bool:

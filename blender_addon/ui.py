@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
-from . import compat, jobs, takes
+from . import compat, jobs, messages, takes
 
 
 class SequencerFoleyPanel:
@@ -75,8 +77,8 @@ class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
                     box.label(text=f"{int(fraction * 100)} % · {text}")
             else:
                 sub = box.row()
-                sub.alert = job.state == jobs.JobState.FAILED
-                sub.label(text=text)
+                sub.alert = job.state == jobs.JobState.FAILED or job.warned
+                sub.label(text=text, icon="ERROR" if job.warned else "NONE")
         if manager.active_jobs():
             layout.operator("sequencer.foley_cancel", text="Cancel All", icon="CANCEL")
 
@@ -96,7 +98,7 @@ class SEQUENCER_PT_foley_server(SequencerFoleyPanel, bpy.types.Panel):
         if not connected or status is None:
             return
         col = layout.column(align=True)
-        col.label(text=f"Model: {status.get('model_id') or '…'}")
+        col.label(text=messages.model_line(status))
         devices = ", ".join(f"{w.get('device')} ({w.get('state')})"
                             for w in status.get("workers", []))
         col.label(text=f"Device: {devices or '…'}")
@@ -123,7 +125,10 @@ class SEQUENCER_UL_foley_takes(bpy.types.UIList):
         split = row.split(factor=0.12, align=True)
         split.label(text=str(take.number))
         split = split.split(factor=0.45, align=True)
-        split.label(text=take.caption or "(no caption)")
+        if take.near_silent:  # never shown as if it were a normal take
+            split.label(text=f"near-silent · {take.caption or '(no caption)'}", icon="ERROR")
+        else:
+            split.label(text=take.caption or "(no caption)")
         split = split.split(factor=0.35, align=True)
         split.label(text=take.seed)
         split = split.split(factor=0.5, align=True)
@@ -170,6 +175,12 @@ class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
         if take.is_range:
             col.label(text=f"Range {take_range_text(take)} redone from {take.based_on}")
         col.label(text=f"Markers: {take.marker_tag}* · {take.created}")
+        if take.near_silent:
+            warn = layout.column(align=True)
+            warn.alert = True
+            warn.label(text=messages.near_silent_take(take.loudest_dbfs), icon="ERROR")
+            for line in textwrap.wrap(take.server_warnings, 70):
+                warn.label(text=line)
         siblings = [s for s in compat.all_strips(compat.vse_scene(context).sequence_editor)
                     if s.foley.is_foley and s.foley.source == settings.source and s != strip]
         if siblings:

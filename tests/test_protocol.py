@@ -618,8 +618,8 @@ def test_every_minor_addition_names_a_type_field_or_value_of_the_schema():
             path, _, value = path.partition("=")
             spec = None
             for part in path.split(".") if path else ():
-                spec = fields[part]
-                fields = spec.fields
+                spec = fields[part]  # a map's fields, or those of a list's map items
+                fields = spec.fields if spec.item is None else spec.item.fields
             if value:
                 assert value in spec.choices, entry
             elif spec is not None:

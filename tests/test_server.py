@@ -421,6 +421,129 @@ def test_hello_and_status_say_what_image_size_the_model_reads(client, tiny_model
     assert status(client)["model_image_size"] == side
 
 
+# ---- what the model knows, near-silent takes, peak memory (protocol 1.2) ----------------
+
+
+DEFAULT_CARD = Path(__file__).resolve().parents[1] / "v2a_server" / "default_model" / \
+    "model_card.json"
+
+
+@pytest.fixture(scope="module")
+def carded_server(tiny_model_dir, tmp_path_factory):
+    """The tiny model (its random weights make near-silent audio) with the embedded default
+    model's card: what the editor of the default model sees."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("carded") / "carded-tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.copy(DEFAULT_CARD, folder / "model_card.json")
+    with ready_server(folder, tmp_path_factory.mktemp("server-log")) as proc:
+        yield proc
+
+
+def test_the_take_level_detector_flags_only_a_noise_floor():
+    from v2a_server.serving.result import NEAR_SILENT_DBFS, take_level
+
+    rate, rng = 16000, np.random.default_rng(0)
+    floor = 10 ** (-60 / 20) * rng.standard_normal(rate * 4)  # the default model's floor
+    assert take_level(floor, rate).near_silent
+    assert abs(take_level(floor, rate).rms_dbfs + 60) < 0.5
+    silence = take_level(np.zeros(rate), rate)
+    assert silence.near_silent and silence.loudest_dbfs == silence.peak_dbfs == -120.0
+    # one soft 100 ms tap at -45 dBFS rms on the floor: quiet, but a sound
+    tap = floor.copy()
+    tap[rate: rate + rate // 10] += 10 ** (-45 / 20) * np.sqrt(2) * np.sin(
+        2 * np.pi * 440 * np.arange(rate // 10) / rate)
+    assert not take_level(tap, rate).near_silent
+    assert NEAR_SILENT_DBFS < take_level(tap, rate).loudest_dbfs < -40
+    loud = take_level(0.5 * np.sin(np.arange(rate) / 5), rate)
+    assert not loud.near_silent and abs(loud.peak_dbfs - 20 * math.log10(0.5)) < 0.01
+
+
+def test_hello_and_status_name_the_model_scope_for_a_1_2_client(carded_server, server):
+    with FoleyClient(carded_server.endpoint, client_name="1.2") as client:
+        wait_ready(client, 30.0)
+        assert client.protocol_minor == 2
+        assert client.server_info["model_scope"] == "synthetic impacts only"
+        assert status(client)["model_scope"] == "synthetic impacts only"
+    with FoleyClient(server.endpoint, client_name="1.2") as client:  # a folder without a card
+        wait_ready(client, 30.0)
+        assert client.server_info["model_scope"] is None and status(client)["model_scope"] is None
+
+
+def test_a_near_silent_take_is_flagged_with_the_scope_and_a_loud_one_is_not(carded_server):
+    with FoleyClient(carded_server.endpoint, client_name="1.2") as client:
+        wait_ready(client, 30.0)
+        silent = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, variations=2,
+                                          **QUICK)
+        levels = silent.body["audio_levels"]
+        assert [level["near_silent"] for level in levels] == [True, True]
+        assert all(level["loudest_dbfs"] < -50 for level in levels)
+        warning = silent.body["warnings"][-1]
+        assert warning.startswith("takes 1, 2 of 2 are near-silent")
+        assert "the model heard nothing it knows in this picture (it knows synthetic impacts " \
+               "only): install the full model (`v2a model pull sta-v2a`)" in warning
+        # the same model, but the take is mostly audio the client sent (kept outside the range)
+        duration_s = 2.0
+        source = 0.25 * np.sin(np.arange(round(duration_s * SAMPLE_RATE)) / 3).astype(np.float32)
+        loud = client.generate_blocking(small_frames(), inpaint_audio=source,
+                                        inpaint_sample_rate=SAMPLE_RATE,
+                                        inpaint_range_s=(1.2, 1.4), timeout_s=JOB_TIMEOUT_S,
+                                        **{**QUICK, "duration_s": duration_s})
+        (level,) = loud.body["audio_levels"]
+        assert not level["near_silent"] and level["peak_dbfs"] > -13
+        assert not any("near-silent" in w for w in loud.body["warnings"])
+
+
+def test_status_reports_each_jobs_peak_memory(client):
+    rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
+    seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
+    while not any(e.body.get("stage") == "denoise" for e in seen):
+        assert time.monotonic() < deadline
+        seen += client.poll(0.05)
+    (running,) = status(client)["workers"]
+    assert running["job_id"] == rid and running["job_peak_memory_bytes"] > 0
+    collect([client], [rid])
+    (idle,) = status(client)["workers"]
+    assert idle["job_id"] is None and idle["job_peak_memory_bytes"] is None
+    assert idle["last_job_id"] == rid
+    # on CPU: the process's peak RSS during the job, at least what it holds now (model included)
+    assert idle["last_job_peak_memory_bytes"] >= running["memory_used_bytes"] > 0
+
+
+def test_a_1_1_client_receives_none_of_the_1_2_fields(carded_server):
+    """Hello with minor 1 (as the 1.1 add-on says it): every reply is as 1.1 has it, even from a
+    1.2 server with a card; the near-silent warning still reaches it, in ``warnings``."""
+    from foley_protocol.client import build_generate
+    from foley_protocol.protocol import encode, for_minor
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(carded_server.endpoint)
+
+    def ask(message: Message) -> Message:
+        sock.send_multipart(encode(message))
+        while True:
+            assert sock.poll(int(JOB_TIMEOUT_S * 1000)), f"no reply to {message.type}"
+            reply = decode(sock.recv_multipart(), direction="reply")
+            if reply.type != "progress":
+                return reply
+
+    try:
+        hello = ask(Message("hello", {"client": "1.1 add-on", "versions": [1], "minor": 1}))
+        result = ask(build_generate(small_frames(), **QUICK))
+        replies = [hello, ask(Message("status", {})), result]
+        assert [r.type for r in replies] == ["hello_reply", "status_reply", "result"]
+        assert hello.body["minor"] == 1 and hello.body["model_id"] == "carded-tiny"
+        for reply in replies:
+            assert for_minor(reply, 1) is reply, reply.type  # nothing newer than 1.1 in it
+        assert "model_scope" not in hello.body and "audio_levels" not in result.body
+        assert "last_job_peak_memory_bytes" not in replies[1].body["workers"][0]
+        assert any("heard nothing it knows" in w for w in result.body["warnings"])
+    finally:
+        sock.close(0)
+
+
 def test_cancel_during_denoising_stops_within_one_step(client):
     rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
     seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from v2a_server.model_card import STA_V2A_SCOPE, ModelCard, write_model_card
+
 # ---- reference facts that are not stored in any weight ---------------------------------------
 
 # The release's ControlNet video embedding (ConditioningEmbeddingForVideo_40_Multi_new) hard-codes
@@ -1073,6 +1075,7 @@ def convert_release(
     if out is not None:
         pipe = materialize(plan, AutoTokenizer.from_pretrained(str(text_folder)))
         pipe.save_pretrained(str(out))
+        write_model_card(out, ModelCard(scope=STA_V2A_SCOPE))
     return plan.report
 
 

@@ -48,7 +48,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 1  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 2  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -108,6 +108,9 @@ MAX_ID_CHARS = 64
 MAX_PICTURE_BYTES = 8 * MiB  # one sync picture (PNG) in a result
 MAX_PICTURE_SIDE_PX = 4096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MIN_LEVEL_DBFS = -120.0  # a take's level in a result: digital silence reads as this
+MAX_LEVEL_DBFS = 60.0
+MAX_MEMORY_BYTES = 2**62
 
 # The largest single ZeroMQ frame a server accepts (ZMQ_MAXMSGSIZE is per frame).
 MAX_FRAME_BYTES = max(MAX_RAW_FRAMES_BYTES, MAX_AUDIO_BUFFER_BYTES, MAX_HEADER_BYTES) + 4096
@@ -322,6 +325,9 @@ _MODEL_INFO: dict[str, Field] = {
     "model_image_size": Field("int", required=False, nullable=True, lo=1, hi=MAX_FRAME_SIDE_PX,
                               doc="side of the square images the model's video encoder reads: "
                               "frames need not be larger (absent from older servers)"),
+    "model_scope": Field("str", required=False, nullable=True, max_len=MAX_TEXT_CHARS,
+                         doc="what the model knows, as its folder states it (e.g. \"synthetic "
+                         "impacts only\"); nil: not stated, or while loading"),
 }
 
 REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
@@ -397,6 +403,13 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
             "height_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
             "buffers": Field("list", min_len=1, max_len=MAX_VARIATIONS, item=_BUFFER_INDEX),
         }, doc="one PNG per take, when the request asked for sync_picture"),
+        "audio_levels": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
+            "object", fields={
+                "rms_dbfs": Field("float", lo=MIN_LEVEL_DBFS, hi=MAX_LEVEL_DBFS),
+                "peak_dbfs": Field("float", lo=MIN_LEVEL_DBFS, hi=MAX_LEVEL_DBFS),
+                "loudest_dbfs": Field("float", lo=MIN_LEVEL_DBFS, hi=MAX_LEVEL_DBFS),
+                "near_silent": Field("bool"),
+            }), doc="each take's level; near_silent: the model made only its noise floor"),
     },
     "error": {
         "code": Field("str", choices=tuple(ERROR_CODES)),
@@ -428,8 +441,16 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
             "device": Field("str", max_len=64),
             "state": Field("str", choices=WORKER_STATES),
             "job_id": Field("id", nullable=True),
-            "memory_used_bytes": Field("int", nullable=True, lo=0, hi=2**62),
-            "memory_total_bytes": Field("int", nullable=True, lo=0, hi=2**62),
+            "memory_used_bytes": Field("int", nullable=True, lo=0, hi=MAX_MEMORY_BYTES),
+            "memory_total_bytes": Field("int", nullable=True, lo=0, hi=MAX_MEMORY_BYTES),
+            "job_peak_memory_bytes": Field("int", required=False, nullable=True, lo=0,
+                                           hi=MAX_MEMORY_BYTES,
+                                           doc="the running job's peak memory so far"),
+            "last_job_id": Field("id", required=False, nullable=True,
+                                 doc="the last job this worker finished (or failed)"),
+            "last_job_peak_memory_bytes": Field("int", required=False, nullable=True, lo=0,
+                                                hi=MAX_MEMORY_BYTES,
+                                                doc="that job's peak memory"),
         })),
     },
 }
@@ -458,6 +479,15 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
         "prepare", "prepare_reply",
         # the minor version itself
         "hello.minor", "hello_reply.minor",
+    ),
+    2: (
+        # what the model knows, said where the editor looks
+        "hello_reply.model_scope", "status_reply.model_scope",
+        # each take's level, and whether it is near-silent
+        "result.audio_levels",
+        # peak memory per job
+        "status_reply.workers.job_peak_memory_bytes", "status_reply.workers.last_job_id",
+        "status_reply.workers.last_job_peak_memory_bytes",
     ),
 }
 
@@ -607,21 +637,12 @@ def for_minor(message: Message, minor: int) -> Message:
             continue
         path, _, value = path.partition("=")
         *parents, name = path.split(".")
-        holder, fields = body, schemas[mtype]
-        for part in parents:
-            holder, fields = holder.get(part), fields[part].fields
-            if not isinstance(holder, dict):
-                break
-        else:
-            if name not in holder:
-                continue
-            if value:
-                if holder[name] == value:
-                    raise refuse(f"{path} {value!r}", f"body.{path}", _added_in(entry))
-            elif fields[name].required:
-                raise refuse(f"the field {path}", f"body.{path}", _added_in(entry))
-            else:
-                body = _without(body, parents, name)
+
+        def refuse_entry(path=path, value=value, entry=entry) -> ProtocolError:
+            what = f"{path} {value!r}" if value else f"the field {path}"
+            return refuse(what, f"body.{path}", _added_in(entry))
+
+        body = _without(body, schemas[mtype], parents, name, value, refuse_entry)
     return message if body is message.body else Message(
         message.type, body, message.id, message.parent, message.buffers, message.version)
 
@@ -630,11 +651,34 @@ def _added_in(entry: str) -> str:
     return str(next(v for v, entries in MINOR_ADDITIONS.items() if entry in entries))
 
 
-def _without(body: dict[str, Any], parents: list[str], name: str) -> dict[str, Any]:
-    """A copy of ``body`` without ``parents...name`` (only the maps on the way are copied)."""
-    if not parents:
-        return {key: item for key, item in body.items() if key != name}
-    return {**body, parents[0]: _without(body[parents[0]], parents[1:], name)}
+def _without(holder: Any, fields: Mapping[str, Field], parents: list[str], name: str,
+             value: str, refuse) -> Any:
+    """``holder`` without the optional field ``parents...name`` (in every item of a list on
+    the way); only the maps and lists on the way are copied, and only where something goes.
+    With ``value``: unchanged, but ``refuse()`` is raised where the field has that value; a
+    required field is refused likewise."""
+    if isinstance(holder, list):
+        items = [_without(item, fields, parents, name, value, refuse) for item in holder]
+        return holder if all(a is b for a, b in zip(items, holder)) else items
+    if not isinstance(holder, dict):
+        return holder
+    if parents:
+        key = parents[0]
+        if key not in holder:
+            return holder
+        spec = fields[key]
+        inner = spec.fields if spec.fields is not None else spec.item.fields  # type: ignore
+        child = _without(holder[key], inner or {}, parents[1:], name, value, refuse)
+        return holder if child is holder[key] else {**holder, key: child}
+    if name not in holder:
+        return holder
+    if value:
+        if holder[name] == value:
+            raise refuse()
+        return holder
+    if fields[name].required:
+        raise refuse()
+    return {key: item for key, item in holder.items() if key != name}
 
 
 # --------------------------------------------------------------------------------------------

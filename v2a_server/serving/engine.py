@@ -47,13 +47,17 @@ Post = Callable[[EngineEvent], None]
 
 @dataclass(frozen=True)
 class WorkerStatus:
-    """One worker as ``status_reply`` lists it (memory: None when not asked or unknown)."""
+    """One worker as ``status_reply`` lists it (memory: None when not asked or unknown).
+    Peak memory is per job: the running job's so far, and the last finished job's."""
 
     device: str
     state: str  # loading | idle | busy | failed
     job_id: str | None
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
+    job_peak_memory_bytes: int | None = None
+    last_job_id: str | None = None
+    last_job_peak_memory_bytes: int | None = None
 
 
 class Engine(Protocol):
@@ -104,9 +108,11 @@ class LocalEngine:
         for worker in self._workers:
             job = worker.job
             used, total = worker.memory_bytes() if with_memory else (None, None)
+            peak = worker.peak_memory_bytes() if with_memory and job is not None else None
             statuses.append(WorkerStatus(worker.device, worker.state,
                                          job.request_id if job is not None else None,
-                                         used, total))
+                                         used, total, peak, worker.last_job_id,
+                                         worker.last_job_peak_memory_bytes))
         return statuses
 
     def stop(self) -> None:

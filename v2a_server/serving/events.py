@@ -23,6 +23,7 @@ class WorkerLoaded:
     model_fps: float
     sample_rate: int
     image_size: int | None  # the video encoder's input side (None: the model takes features)
+    scope: str | None = None  # what the model knows, from its folder's card (None: not stated)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The pipeline's output -> a ``result`` body: audio buffers, onsets and the sync review data.
+"""The pipeline's output -> a ``result`` body: audio buffers, levels, onsets and review data.
 
 ``build_result`` encodes each take (raw float32 or FLAC) and copies the onsets, seed and
-timings into the body; ``add_review`` adds the frames' motion events (``frame_motion``, run on
-the review thread beside the generation), each take's audio onsets and, when asked, one sync
-picture per take.
+timings into the body; it also measures each take's level (``take_level``) and flags a
+near-silent take, with a warning naming the model's scope; ``add_review`` adds the frames'
+motion events (``frame_motion``, run on the review thread beside the generation), each take's
+audio onsets and, when asked, one sync picture per take.
 """
 
 from __future__ import annotations
@@ -11,15 +12,82 @@ from __future__ import annotations
 import io
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from foley_protocol.protocol import MAX_DURATION_S
+from foley_protocol.protocol import MAX_DURATION_S, MAX_LEVEL_DBFS, MIN_LEVEL_DBFS
+from v2a_server.model_card import ModelCard
+
+# ---- take levels: is a take near-silent? ------------------------------------------------
+
+LEVEL_WINDOW_S = 0.1  # a take's loudness is that of its loudest window this long
+# A take whose loudest window is below this is near-silent: the model made only its noise
+# floor. Measured with the default model (bench/take_levels.py; docs/default-model.md,
+# "Scope, and near-silent takes"): its noise-floor takes on real clips peak at -59.1 to -60.1
+# dBFS (the synthetic world's -60 dBFS floor); its quietest take with any sound at -42.1; on
+# its own synthetic world its takes at -28.6 to -31.0; the clips' real soundtracks at -11.5
+# to -16.4 (their quietest 4 s included). -50 lies 9 dB above the floor and 8 dB below the
+# quietest sound; the quietest real soundtrack would have to be 33 dB quieter to be flagged.
+NEAR_SILENT_DBFS = -50.0
+NO_CARD = ModelCard()  # a model folder that says nothing of itself
 
 
-def build_result(output: Any, request: dict[str, Any], steps: int,
-                 onset_rate_hz: float) -> tuple[dict[str, Any], list[Any]]:
+@dataclass(frozen=True)
+class TakeLevel:
+    """One take's level, in dBFS (full scale = 1.0; digital silence reads ``MIN_LEVEL_DBFS``)."""
+
+    rms_dbfs: float  # the whole take
+    peak_dbfs: float  # the largest sample
+    loudest_dbfs: float  # rms of the loudest LEVEL_WINDOW_S window
+    near_silent: bool  # loudest_dbfs < NEAR_SILENT_DBFS
+
+
+def dbfs(amplitude: float) -> float:
+    """20 log10(amplitude), within the protocol's [MIN_LEVEL_DBFS, MAX_LEVEL_DBFS]."""
+    floor = 10.0 ** (MIN_LEVEL_DBFS / 20.0)
+    return min(20.0 * math.log10(max(float(amplitude), floor)), MAX_LEVEL_DBFS)
+
+
+def take_level(take: Any, sample_rate: int) -> TakeLevel:
+    """The level of one mono take (float samples, nominally in [-1, 1])."""
+    x = np.nan_to_num(np.asarray(take, dtype=np.float64).reshape(-1))
+    if x.size == 0:
+        return TakeLevel(MIN_LEVEL_DBFS, MIN_LEVEL_DBFS, MIN_LEVEL_DBFS, True)
+    window = max(1, min(x.size, round(LEVEL_WINDOW_S * sample_rate)))
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    window_ms = (energy[window:] - energy[:-window]) / window  # mean square of each window
+    loudest = dbfs(math.sqrt(max(float(window_ms.max()), 0.0)))
+    return TakeLevel(rms_dbfs=dbfs(math.sqrt(float(energy[-1]) / x.size)),
+                     peak_dbfs=dbfs(float(np.abs(x).max())), loudest_dbfs=loudest,
+                     near_silent=loudest < NEAR_SILENT_DBFS)
+
+
+def near_silent_warning(levels: list[TakeLevel], card: ModelCard) -> str | None:
+    """What to tell the editor about the near-silent takes among ``levels`` (None: none is):
+    which takes, how loud, the model's scope and its card's advice."""
+    silent = [i for i, level in enumerate(levels) if level.near_silent]
+    if not silent:
+        return None
+    loudest = max(levels[i].loudest_dbfs for i in silent)
+    if len(levels) == 1:
+        which = "the take is"
+    else:
+        which = (f"take{'s' if len(silent) > 1 else ''} "
+                 f"{', '.join(str(i + 1) for i in silent)} of {len(levels)} "
+                 f"{'are' if len(silent) > 1 else 'is'}")
+    text = (f"{which} near-silent (loudest {LEVEL_WINDOW_S * 1000:.0f} ms at {loudest:.0f} "
+            f"dBFS): the model heard nothing it knows in this picture")
+    if card.scope:
+        text += f" (it knows {card.scope})"
+    if card.when_silent:
+        text += f": {card.when_silent}"
+    return text
+
+
+def build_result(output: Any, request: dict[str, Any], steps: int, onset_rate_hz: float,
+                 card: ModelCard = NO_CARD) -> tuple[dict[str, Any], list[Any]]:
     """The ``result`` body (``model_id`` left empty) and its audio buffers.
 
     Args:
@@ -27,6 +95,7 @@ def build_result(output: Any, request: dict[str, Any], steps: int,
         request: the validated generate body.
         steps: denoising steps per window actually run.
         onset_rate_hz: frame rate of ``output.onset_probs`` (the model's latent rate).
+        card: the model's card: its scope and advice go into a near-silent take's warning.
     """
     audio = np.asarray(output.audio, dtype=np.float32)
     if audio.ndim == 1:
@@ -66,6 +135,14 @@ def build_result(output: Any, request: dict[str, Any], steps: int,
                       if isinstance(v, (int, float)) and math.isfinite(v)},
         "warnings": [str(w)[:2000] for w in list(getattr(output, "warnings", []))[:16]],
     }
+    levels = [take_level(take, sample_rate) for take in audio]
+    body["audio_levels"] = [
+        {"rms_dbfs": level.rms_dbfs, "peak_dbfs": level.peak_dbfs,
+         "loudest_dbfs": level.loudest_dbfs, "near_silent": level.near_silent}
+        for level in levels]
+    warning = near_silent_warning(levels, card)
+    if warning is not None:  # in warnings too: every client, of any version, shows it
+        body["warnings"] = (body["warnings"] + [warning[:2000]])[-16:]
     return body, buffers
 
 

@@ -43,6 +43,7 @@ from foley_protocol.protocol import (
     encode,
     error_from_exception,
     error_message,
+    for_minor,
     negotiate,
 )
 from v2a_server import __version__
@@ -71,6 +72,11 @@ SEND_LINGER_MS = 2000  # flush final replies on exit
 RECV_BATCH = 256  # requests handled per loop turn before engine events get their turn
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 
+# The minor version of what a client that agreed on none (no hello, or a hello without minor)
+# is sent: 1.1's reply fields were sent to every client before minors were negotiated, and
+# such clients read them; anything later goes only to a client that agreed to it in hello.
+UNNEGOTIATED_REPLY_MINOR = 1
+
 NO_LOCAL_FILES = ("this server does not read files named by clients (it is not on a loopback "
                   "address, or runs with --no-local-files)")
 
@@ -83,6 +89,12 @@ class ClientState:
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     name: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # request id -> active job
+    minor: int | None = None  # agreed in hello (None: no hello with minor yet)
+
+    @property
+    def reply_minor(self) -> int:
+        """The newest minor version whose additions this client's replies may carry."""
+        return max(self.minor or 0, UNNEGOTIATED_REPLY_MINOR)
 
 
 class FoleyServer:
@@ -114,6 +126,7 @@ class FoleyServer:
         self.state = "loading"
         self.model_fps: float | None = None
         self.model_image_size: int | None = None
+        self.model_scope: str | None = None
         self.sample_rate: int | None = None
         self.started_at = time.monotonic()
         self._events: queue.Queue[LoopEvent] = queue.Queue()
@@ -253,6 +266,7 @@ class FoleyServer:
                 self._send(identity, error_from_exception(exc))
                 return
             client.name = body["client"]
+            client.minor = version.get("minor")
             client.heartbeat_interval_s = float(body.get("heartbeat_interval_s",
                                                          HEARTBEAT_INTERVAL_S))
             logger.info("client %s: hello from %r (heartbeat %.1f s)", identity.hex(),
@@ -262,6 +276,7 @@ class FoleyServer:
                 "model_id": self.model_id if self.model_fps is not None else None,
                 "model_fps": self.model_fps, "sample_rate": self.sample_rate,
                 "model_image_size": self.model_image_size,
+                "model_scope": self.model_scope,
                 "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
                 "heartbeat_liveness": HEARTBEAT_LIVENESS,
                 "limits": {**LIMITS, "max_queue": self.jobs.max_length},
@@ -375,6 +390,7 @@ class FoleyServer:
             elif isinstance(event, WorkerLoaded):
                 self.model_fps, self.sample_rate = event.model_fps, event.sample_rate
                 self.model_image_size = event.image_size
+                self.model_scope = event.scope
                 workers = self.engine.workers()
                 if self.state == "loading" and all(w.state != "loading" for w in workers):
                     self.state = "ready"
@@ -490,8 +506,13 @@ class FoleyServer:
     # ---- sending ------------------------------------------------------------------------
 
     def _send(self, identity: bytes, message: Message) -> None:
+        """Send ``message`` as the client's agreed version has it (newer optional fields
+        left out)."""
         assert self._socket is not None
+        client = self.clients.get(identity)
         try:
+            message = for_minor(message, client.reply_minor if client is not None
+                                else UNNEGOTIATED_REPLY_MINOR)
             frames = encode(message, self.signer)
         except ProtocolError as exc:  # a server bug: say so instead of sending nonsense
             logger.exception("invalid %s reply to %s", message.type, message.parent)
@@ -513,7 +534,7 @@ class FoleyServer:
             "state": self.state, "server": SERVER_NAME,
             "model_id": self.model_id if self.model_fps is not None else None,
             "model_fps": self.model_fps, "sample_rate": self.sample_rate,
-            "model_image_size": self.model_image_size,
+            "model_image_size": self.model_image_size, "model_scope": self.model_scope,
             "uptime_s": time.monotonic() - self.started_at,
             "queue_length": len(self.jobs), "queue_max": self.jobs.max_length,
             "clients": len(self.clients), "workers": workers,

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from v2a_server.model_card import ModelCard, read_model_card
 from v2a_server.serving.events import (
     EngineEvent,
     JobFailed,
@@ -65,6 +66,9 @@ class ModelWorker(threading.Thread):
         self.model_fps: float | None = None
         self.image_size: int | None = None  # the video encoder's input side (None: features only)
         self.sample_rate: int | None = None
+        self.card = ModelCard()  # what the model folder says of its scope (model_card.json)
+        self.last_job_id: str | None = None
+        self.last_job_peak_memory_bytes: int | None = None
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -79,16 +83,21 @@ class ModelWorker(threading.Thread):
             self.state = "failed"
             self.post(WorkerFailed(self.device, f"{type(exc).__name__}: {exc}"))
             return
+        self.card = _model_card(self.model_dir)
         self.state = "idle"
-        self.post(WorkerLoaded(self.device, self.model_fps, self.sample_rate, self.image_size))
+        self.post(WorkerLoaded(self.device, self.model_fps, self.sample_rate, self.image_size,
+                               self.card.scope))
         while not self._stop_event.is_set():
             job = self.jobs.take(TAKE_TIMEOUT_S)
             if job is None:
                 continue
+            self._reset_peak_memory()
             self.job, self.state = job, "busy"
             try:
                 final = self._run_job(job)
             finally:
+                self.last_job_peak_memory_bytes = self.peak_memory_bytes()
+                self.last_job_id = job.request_id
                 self.job, self.state = None, "idle"
             self.post(final)  # after going idle: a status answered next sees a free worker
 
@@ -128,6 +137,37 @@ class ModelWorker(threading.Thread):
             return rss, int(os.sysconf("SC_PHYS_PAGES") * page)
         except (OSError, ValueError, RuntimeError, AttributeError):
             return None, None
+
+    # Peak memory per job: on CUDA torch's allocator peak on this device (reset as a job
+    # starts): the tensors of this worker alone. On CPU the process's peak RSS (VmHWM, reset
+    # through /proc/self/clear_refs as a job starts), like memory_used_bytes the whole process,
+    # model included; None where the kernel has no such counters.
+    def _reset_peak_memory(self) -> None:
+        try:
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.reset_peak_memory_stats(torch.device(self.device))
+            else:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except (OSError, RuntimeError, AttributeError):
+            pass  # peak_memory_bytes then reports a peak since an earlier reset, or None
+
+    def peak_memory_bytes(self) -> int | None:
+        """The peak memory of this worker's device since the current (or last) job began."""
+        try:
+            if self.device.startswith("cuda"):
+                import torch
+
+                return int(torch.cuda.max_memory_allocated(torch.device(self.device)))
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            pass
+        return None
 
     # ---- one job ------------------------------------------------------------------------
 
@@ -183,7 +223,7 @@ class ModelWorker(threading.Thread):
             self.post(JobProgress(job, "finishing", steps_seen["steps"], steps_seen["steps"],
                                   0.0, t_enc - job.started_at))
             body, buffers = build_result(output, job.body, steps_seen["steps"],
-                                         float(self.pipe.latent_fps))
+                                         float(self.pipe.latent_fps), self.card)
             t_review = time.monotonic()
             try:
                 add_review(body, buffers, job.body, motion.result(), inputs["frames_fps"],
@@ -224,6 +264,17 @@ class ModelWorker(threading.Thread):
             if "out of memory" in str(exc).lower():
                 _empty_cuda_cache()
             return JobFailed(job, "generation_failed", f"{type(exc).__name__}: {exc}")
+
+
+def _model_card(model_dir: str) -> ModelCard:
+    """The card of the folder the worker loaded (``model_dir`` may be a name, like
+    ``default``)."""
+    from v2a_server.model_store import resolve_model_dir
+
+    try:
+        return read_model_card(resolve_model_dir(model_dir))
+    except (OSError, ValueError):
+        return ModelCard()
 
 
 def _empty_cuda_cache() -> None:
