@@ -180,6 +180,10 @@ def test_pull_resumes_a_dropped_download_installs_and_generates(fake_repos, tmp_
         assert files["summary"]["check"].endswith("git sha1 = the hub")
         assert "special_tokens_map" not in files  # optional and absent
         assert [p.name for p in env.models.iterdir()] == ["sta-v2a"]  # no staging left behind
+        # the server names what the pulled model knows (hello_reply / status_reply model_scope)
+        from v2a_server.model_card import STA_V2A_SCOPE, read_model_card
+
+        assert read_model_card(installed).scope == STA_V2A_SCOPE
 
         # A second pull of the same name is refused; `list` shows both models.
         again = env.v2a("model", "pull", "sta-v2a", *TINY)
