@@ -40,6 +40,10 @@ def test_generate_through_a_running_server_matches_the_in_process_result(tiny_mo
     ra, rb = json.loads((tmp_path / "remote.json").read_text()), json.loads((tmp_path / "local.json").read_text())
     assert ra["seed"] == rb["seed"] == 4
     assert [o["time_s"] for o in ra["onsets"]] == [o["time_s"] for o in rb["onsets"]]
+    # random tiny weights make a take of nothing (~1e-8): both ways say so, in the same words
+    silent = [[w for w in record["warnings"] if "near-silent" in w] for record in (ra, rb)]
+    assert silent[0] and silent[0] == silent[1], (ra["warnings"], rb["warnings"])
+    assert "near-silent" in remote.stderr and "near-silent" in local.stderr
 
 
 def test_generate_reports_an_unreachable_server_clearly(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "generate"
 HELP = "generate Foley audio + onset markers for a video file"
 
@@ -76,6 +78,8 @@ def run(args) -> int:
         with open(args.onsets, "w") as fh:
             json.dump(record, fh, indent=1)
     print(f"wrote {', '.join(map(str, paths))} ({result['duration_s']:.2f} s, seed {result['seed']}, {len(result['onset_times_s'])} onsets)")
+    for warning in result["warnings"]:  # a near-silent take, ignored hints: said, not buried in JSON
+        print(f"v2a generate: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -99,11 +103,19 @@ def _generate_local(args, read_video) -> dict:
         negative_caption=args.negative_caption, seed=args.seed, num_inference_steps=args.steps,
         guidance_scale=args.guidance, sampler=args.sampler, num_variations=args.variations,
     )
+    # the same near-silence verdict the server gives (serving/result.py), so a take of nothing
+    # is said to be one here too
+    from v2a_server.model_card import read_model_card
+    from v2a_server.model_store import resolve_model_dir
+    from v2a_server.serving.result import near_silent_warning, take_level
+
+    levels = [take_level(take, int(out.sample_rate)) for take in out.audio]
+    silent = near_silent_warning(levels, read_model_card(resolve_model_dir(args.model)))
     return dict(
         audio=list(out.audio), sample_rate=out.sample_rate, duration_s=duration, seed=out.seed,
         model=str(args.model), onset_times_s=out.onset_times_s, onset_strengths=out.onset_strengths,
         onset_probs=out.onset_probs, onset_frame_s=1.0 / pipe.latent_fps, timings_s=out.timings_s,
-        warnings=out.warnings,
+        warnings=list(out.warnings) + ([silent] if silent else []),
     )
 
 
