@@ -180,8 +180,8 @@ def test_round_trip_frames_to_audio_and_onsets(client, tiny_model_dir):
     assert [p["step"] for p in denoise] == [1, 2, 3]
     assert all(p["total_steps"] == 3 and p["queue_position"] == 0 for p in denoise)
     assert stages[-1] == "finishing"
-    # a stage without steps, like "preparing": step 0 of 0 (issue 14: it was step = total)
-    assert (progress[-1]["step"], progress[-1]["total_steps"]) == (0, 0)
+    # all steps done, counted as in denoise (docs/protocol.md 4.2; issue 14: the doc said 0)
+    assert (progress[-1]["step"], progress[-1]["total_steps"]) == (3, 3)
     body = result.body
     samples = round(duration_s * SAMPLE_RATE)
     assert body["audio"] == {"encoding": "pcm_f32le", "sample_rate": SAMPLE_RATE,

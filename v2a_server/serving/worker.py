@@ -140,7 +140,7 @@ class ModelWorker(threading.Thread):
         self.post(JobStarted(job))
         logger.info("%s: started on %s after %.2f s in the queue", job.label, self.device,
                     job.started_at - job.accepted_at)
-        steps_seen = {"steps": 0}
+        steps_seen = {"steps": 0, "total": 0}  # per window (the result's), across windows
 
         def on_step(progress: StepProgress) -> None:
             if job.cancel_event.is_set():
@@ -149,6 +149,7 @@ class ModelWorker(threading.Thread):
             total_steps = progress.total_steps
             elapsed = time.monotonic() - job.started_at
             steps_seen["steps"] = max(1, total_steps // max(1, progress.num_windows))
+            steps_seen["total"] = total_steps
             eta = elapsed / step * (total_steps - step) if step else None
             self.post(JobProgress(job, progress.stage, step, total_steps, eta, elapsed))
 
@@ -181,8 +182,10 @@ class ModelWorker(threading.Thread):
             if job.cancel_event.is_set():  # cancelled after the last step: still cancelled
                 raise GenerationCancelled(job.cancel_message)
             t_enc = time.monotonic()
-            # a stage without steps, like "preparing": step 0 of 0 (docs/protocol.md §4.2)
-            self.post(JobProgress(job, "finishing", 0, 0, 0.0, t_enc - job.started_at))
+            # every step done: the last denoise count, so a progress bar stays full
+            # (docs/protocol.md §4.2)
+            done = steps_seen["total"]
+            self.post(JobProgress(job, "finishing", done, done, 0.0, t_enc - job.started_at))
             body, buffers = build_result(output, job.body, steps_seen["steps"],
                                          float(self.pipe.latent_fps))
             t_review = time.monotonic()
