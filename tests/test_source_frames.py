@@ -171,7 +171,7 @@ def in_thread(call, timeout_s: float):
     def run():
         try:
             outcome["value"] = call()
-        except BaseException as exc:  # handed to the test
+        except Exception as exc:  # noqa: BLE001 - handed to the test, raised there
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

@@ -23,15 +23,19 @@ editor types a caption). A read already under way is waited for, never repeated.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import stat as stat_mode
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future
-from typing import Any, Callable
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger("v2a_server.serving.source_frames")
 
 CACHE_BYTES = 512 * 1024 * 1024
 SEEK_AFTER_FRAMES = 50  # a first wanted frame later than this: seek rather than decode up to it
@@ -132,8 +136,8 @@ def read_soon(source: dict[str, Any], deadline_s: float = READ_DEADLINE_S) -> Fu
                 done.set_result((read.result(), cached))
             else:
                 done.set_exception(error)
-        except Exception:  # the deadline resolved it meanwhile
-            pass
+        except InvalidStateError:  # the deadline resolved it meanwhile
+            return
 
     timer = threading.Timer(deadline_s, _expire, args=(done, path, deadline_s))
     timer.daemon = True
@@ -145,8 +149,8 @@ def read_soon(source: dict[str, Any], deadline_s: float = READ_DEADLINE_S) -> Fu
 def _expire(done: Future, path: str, deadline_s: float) -> None:
     try:
         done.set_exception(SourceUnavailable(f"reading {path} took longer than {deadline_s:g} s"))
-    except Exception:  # resolved by the read meanwhile
-        pass
+    except InvalidStateError:  # resolved by the read meanwhile
+        return
 
 
 def _checked_key(source: dict[str, Any]) -> tuple[tuple, str, list[int]]:
@@ -193,12 +197,13 @@ def _read_into(key: tuple, path: str, source: dict[str, Any], indices: list[int]
         finally:
             _read_slots.release()
         frames.setflags(write=False)
-    except BaseException as exc:
-        with _cache_lock:
-            _reading.pop(key, None)
-        pending.set_exception(exc if isinstance(exc, SourceUnavailable) else
-                              SourceUnavailable(f"reading {path} failed: "
-                                                f"{type(exc).__name__}: {exc}"))
+    except SourceUnavailable as exc:
+        _fail(key, pending, exc)
+        return
+    except Exception as exc:  # a bug or an odd file: the waiters must still get an answer
+        logger.exception("reading %s failed", path)
+        _fail(key, pending, SourceUnavailable(f"reading {path} failed: "
+                                              f"{type(exc).__name__}: {exc}"))
         return
     with _cache_lock:  # in the cache before the read stops being "under way": no gap
         _cache[key] = frames
@@ -206,6 +211,12 @@ def _read_into(key: tuple, path: str, source: dict[str, Any], indices: list[int]
             _cache.popitem(last=False)
         _reading.pop(key, None)
     pending.set_result(frames)
+
+
+def _fail(key: tuple, pending: Future, error: SourceUnavailable) -> None:
+    with _cache_lock:
+        _reading.pop(key, None)
+    pending.set_exception(error)
 
 
 class _GuardedFile(io.RawIOBase):

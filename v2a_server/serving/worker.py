@@ -31,7 +31,11 @@ from v2a_server.serving.events import (
 from v2a_server.serving.jobs import Job, JobQueue
 from v2a_server.serving.payload import MediaError, prepare_inputs
 from v2a_server.serving.result import add_review, build_result, frame_motion_soon
-from v2a_server.serving.source_frames import ReadCancelled, SourceUnavailable, read_source_frames
+from v2a_server.serving.source_frames import (
+    ReadCancelled,
+    SourceUnavailable,
+    read_source_frames,
+)
 
 logger = logging.getLogger("v2a_server.serving.worker")
 
