@@ -34,6 +34,7 @@ from foley_protocol.protocol import (
     Signer,
     decode,
     encode,
+    error_from_exception,
     error_message,
     for_minor,
     negotiate,
@@ -452,6 +453,30 @@ def test_signed_messages_verify_and_reject_tampering_and_replay():
     wrong_key = encode(Message("ping", {}), Signer(b"other"))
     assert rejected(wrong_key, signer=receiver).message == "signature does not match"
 
+
+
+def test_the_signature_covers_frame_lengths_so_re_split_buffers_do_not_verify():
+    """Issue 14: the pre-1.3 HMAC covered the frames concatenated, so b"abcd" + b"ef" signed
+    b"abc" + b"def" too."""
+    signer = Signer(b"secret")
+    header = b"\x80"
+    signature = signer.sign([header, b"abcd", b"ef"])
+    with pytest.raises(ProtocolError, match="does not match"):
+        Signer(b"secret").verify(signature, [header, b"abc", b"def"])
+    with pytest.raises(ProtocolError, match="does not match"):
+        Signer(b"secret").verify(signature, [header + b"abcd", b"ef"])
+    Signer(b"secret").verify(signature, [header, b"abcd", b"ef"])
+
+
+def test_a_pre_1_3_signature_is_refused_with_a_reason_the_old_peer_can_verify():
+    sender = Signer(b"secret")
+    old_style = encode(Message("ping", {}), sender, legacy=True)
+    assert not old_style[0].startswith(b"s2:")
+    error = rejected(old_style, signer=Signer(b"secret"))
+    assert error.code == "auth_failed" and "pre-1.3" in error.message and "update" in \
+        error.message
+    reply = encode(error_from_exception(error), Signer(b"secret"), legacy=True)
+    assert reply[0] == Signer(b"secret").sign_legacy(reply[1:])  # what a 1.1 peer checks
 
 # ---- fuzz: nothing but ProtocolError escapes decode --------------------------------------
 

@@ -25,10 +25,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from foley_protocol.client import FoleyClient, RequestFailed, result_audio_numpy
 from foley_protocol.protocol import (
     MAX_FRAME_COUNT,
+    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     REQUEST_SCHEMAS,
     Message,
+    Signer,
     decode,
+    encode,
 )
 
 SAMPLE_RATE = 16000
@@ -177,6 +180,8 @@ def test_round_trip_frames_to_audio_and_onsets(client, tiny_model_dir):
     assert [p["step"] for p in denoise] == [1, 2, 3]
     assert all(p["total_steps"] == 3 and p["queue_position"] == 0 for p in denoise)
     assert stages[-1] == "finishing"
+    # all steps done, counted as in denoise (docs/protocol.md 4.2; issue 14: the doc said 0)
+    assert (progress[-1]["step"], progress[-1]["total_steps"]) == (3, 3)
     body = result.body
     samples = round(duration_s * SAMPLE_RATE)
     assert body["audio"] == {"encoding": "pcm_f32le", "sample_rate": SAMPLE_RATE,
@@ -356,14 +361,18 @@ def test_queued_jobs_have_their_frames_read_while_earlier_jobs_run(client, index
     assert result.body["timings_s"]["source_read_s"] < 0.05  # nothing left to read
 
 
-def test_a_file_the_server_sees_otherwise_is_refused_and_the_server_serves_on(client,
+def test_a_file_the_server_sees_otherwise_is_refused_and_the_server_serves_on(server, client,
                                                                               index_movie):
     stale = movie_source(index_movie, [0, 6], mtime_ns=1)
     with pytest.raises(RequestFailed) as info:
         client.generate_blocking(stale, frame_encoding="source", timeout_s=JOB_TIMEOUT_S,
                                  **QUICK)
     assert info.value.code == "source_unavailable" and info.value.field == "body.frames.source"
-    assert "another" in str(info.value) and str(index_movie) in str(info.value)
+    # the client is told to render; what the server sees (size, mtime) goes only to its log
+    # (issue 14: refusals told any local client the size and mtime of any path)
+    assert "render the frames" in str(info.value)
+    assert str(os.stat(index_movie).st_size) not in str(info.value)
+    assert f"the server sees another {index_movie}" in server.log()
     result = client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
     assert result.type == "result"
 
@@ -380,6 +389,133 @@ def test_a_server_told_not_to_read_files_refuses_at_once(tiny_model_dir, tmp_pat
                                     timeout_s=JOB_TIMEOUT_S, **QUICK)
     assert info.value.code == "source_unavailable" and "--no-local-files" in str(info.value)
     assert "queued" not in proc.log().split("hello from")[-1]  # refused before the queue
+
+
+def test_a_fifo_is_refused_promptly_and_other_clients_are_served_meanwhile(server, client,
+                                                                            index_movie,
+                                                                            tmp_path):
+    """Issue 14: a FIFO with no writer used to block the one reader thread forever, and with
+    it every other client's prepare and source job."""
+    fifo = tmp_path / "wedge.mp4"
+    os.mkfifo(fifo)
+    wedge = movie_source(fifo, [0, 1], source_fps=25.0)
+    prepare_fifo = client.prepare(wedge, timeout_s=JOB_TIMEOUT_S)
+    generate_fifo = client.generate(wedge, frame_encoding="source", timeout_s=JOB_TIMEOUT_S,
+                                    **QUICK)
+    with FoleyClient(server.endpoint, client_name="other") as other:
+        wait_ready(other, 30.0)
+        other_prepare = other.prepare(movie_source(index_movie, [3, 9]), timeout_s=JOB_TIMEOUT_S)
+        other_job = other.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+        t0 = time.monotonic()
+        events = collect([client, other], [prepare_fifo, generate_fifo, other_prepare,
+                                           other_job])
+    for rid in (prepare_fifo, generate_fifo):
+        refused = events[rid][-1]
+        assert refused.type == "error" and refused.body["code"] == "source_unavailable"
+        assert "render the frames" in refused.body["message"]
+        assert "bytes" not in refused.body["message"]  # nothing about the file is told
+    assert events[other_prepare][-1].type == "prepare_reply", events[other_prepare][-1].body
+    assert events[other_job][-1].type == "result", events[other_job][-1].body
+    assert time.monotonic() - t0 < JOB_TIMEOUT_S / 2
+    assert "not a regular file" in server.log()  # the reason is in the server's log
+
+
+def vm_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def raw_socket(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def test_a_message_over_the_total_limit_gets_too_large_and_the_server_serves_on(server):
+    """Issue 14: 12 x 50 MB buffers in one ping were answered only after the server had kept
+    them all (and then as bad_buffer). Now the frames past the limit are dropped as read and
+    the answer names the limit. (libzmq itself holds a message whole until its last frame
+    arrives, so the peak while receiving is the message; what the server keeps is not.)"""
+    pid = server.proc.pid
+    rss_before = vm_kib(pid, "VmRSS")
+    block = bytes(50 * 1024 * 1024)  # one buffer sent 12 times: the test holds 50 MB
+    assert 12 * len(block) > MAX_MESSAGE_BYTES
+    sock = raw_socket(server.endpoint)
+    try:
+        sock.send_multipart([b"", msgpack.packb(header_for_ping("big-1"), use_bin_type=True),
+                             *[block] * 12], copy=False)
+        assert sock.poll(60_000), "no reply to the oversize message"
+        reply = decode(sock.recv_multipart(), direction="reply")
+        assert reply.type == "error" and reply.body["code"] == "too_large", reply.body
+        assert "max_message_bytes" in reply.body["message"] and reply.body["field"] == "frames"
+        assert str(MAX_MESSAGE_BYTES) in reply.body["message"]
+        grown_mib = (vm_kib(pid, "VmRSS") - rss_before) / 1024
+        assert grown_mib < 200, f"the server kept {grown_mib:.0f} MiB after answering"
+        sock.send_multipart([b"", msgpack.packb(header_for_ping("big-2"), use_bin_type=True)])
+        assert sock.poll(10_000)
+        assert decode(sock.recv_multipart(), direction="reply").type == "pong"
+    finally:
+        sock.close(0)
+
+
+def header_for_ping(rid: str) -> dict:
+    return {"v": PROTOCOL_VERSION, "type": "ping", "id": rid, "parent": None, "body": {}}
+
+
+def test_a_ping_reusing_an_open_jobs_id_gets_duplicate_id_not_a_pong(server):
+    """Issue 14: the pong's parent was the job's id, which a client takes for the job's final
+    reply."""
+    sock = raw_socket(server.endpoint)
+    try:
+        rid = "open-job-1"
+        job = Message("generate", {"frames": {"encoding": "rgb24", "shape": [2, 8, 8, 3],
+                                              "buffers": [0], "fps": 4.0},
+                                   "duration_s": 1.0, "caption": "rain", "steps": 40},
+                      id=rid, buffers=[bytes(2 * 8 * 8 * 3)])
+        sock.send_multipart(encode(job))
+        for request in (Message("ping", {}, id=rid), Message("status", {}, id=rid),
+                        Message("cancel", {"request_id": rid}, id=rid)):
+            sock.send_multipart(encode(request))
+        replies = []
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while len([r for r in replies if r.type == "error"]) < 3:
+            assert time.monotonic() < deadline, [(r.type, r.body) for r in replies]
+            if sock.poll(1000):
+                replies.append(decode(sock.recv_multipart(), direction="reply"))
+        assert not [r for r in replies if r.type in ("pong", "status_reply", "cancel_reply")]
+        errors = [r for r in replies if r.type == "error"]
+        assert all(e.body["code"] == "duplicate_id" and e.body["field"] == "header.id"
+                   and e.parent == rid for e in errors), [e.body for e in errors]
+        sock.send_multipart(encode(Message("cancel", {"request_id": rid})))
+    finally:
+        sock.close(0)
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_an_ipv6_loopback_bind_serves(tiny_model_dir, tmp_path):
+    """Issue 14: tcp://[::1] is a loopback bind (no CURVE needed) but failed with "No such
+    device": neither socket enabled IPv6."""
+    port = free_port()
+    proc = ServerProcess(tiny_model_dir, tmp_path, bind=f"tcp://[::1]:{port}").start()
+    try:
+        proc.wait_listening()
+        with FoleyClient(f"tcp://[::1]:{port}", client_name="v6") as c:
+            pong = c.wait(c.ping(), timeout_s=20.0)
+            assert pong.type == "pong", pong.body
+    finally:
+        proc.stop()
 
 
 def test_queue_positions_reported_to_second_client(server, client):
@@ -460,10 +596,10 @@ def test_the_take_level_detector_flags_only_a_noise_floor():
     assert not loud.near_silent and abs(loud.peak_dbfs - 20 * math.log10(0.5)) < 0.01
 
 
-def test_hello_and_status_name_the_model_scope_for_a_1_2_client(carded_server, server):
+def test_hello_and_status_name_the_model_scope_for_a_client_of_1_2_or_later(carded_server, server):
     with FoleyClient(carded_server.endpoint, client_name="1.2") as client:
         wait_ready(client, 30.0)
-        assert client.protocol_minor == 2
+        assert client.protocol_minor >= 2  # 1.2 added model_scope
         assert client.server_info["model_scope"] == "synthetic impacts only"
         assert status(client)["model_scope"] == "synthetic impacts only"
     with FoleyClient(server.endpoint, client_name="1.2") as client:  # a folder without a card
@@ -859,6 +995,31 @@ def test_signing_key_required_when_configured(tiny_model_dir, tmp_path):
     finally:
         proc.stop()
 
+
+
+def test_a_pre_1_3_signed_client_is_told_to_update_in_a_reply_it_can_verify(tiny_model_dir,
+                                                                              tmp_path):
+    """Issue 14: the 1.3 signature covers frame lengths; a peer signing the old way gets a
+    clear error, not a silent mismatch."""
+    key = b"0123456789abcdef" * 4
+    key_file = tmp_path / "signing.key"
+    key_file.write_bytes(key + b"\n")
+    proc = ServerProcess(tiny_model_dir, tmp_path, "--signing-key-file", str(key_file)).start()
+    sock = None
+    try:
+        proc.wait_listening()
+        sock = raw_socket(proc.endpoint)
+        sock.send_multipart(encode(Message("ping", {}), Signer(key), legacy=True))
+        assert sock.poll(20_000)
+        frames = sock.recv_multipart()
+        assert frames[0] == Signer(key).sign_legacy(frames[1:])  # what the old client checks
+        reply = msgpack.unpackb(frames[1], raw=False)
+        assert reply["type"] == "error" and reply["body"]["code"] == "auth_failed"
+        assert "pre-1.3" in reply["body"]["message"] and "update" in reply["body"]["message"]
+    finally:
+        if sock is not None:
+            sock.close(0)
+        proc.stop()
 
 
 def test_console_scripts_name_functions_that_exist():

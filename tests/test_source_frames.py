@@ -156,3 +156,114 @@ def test_a_failed_read_leaves_nothing_under_way(movie, tmp_path):
     with pytest.raises(SourceUnavailable):
         read_source_frames(source_for(broken, [30]))
     assert not source_frames._reading  # nothing left "under way"
+
+
+# ---- issue 14: a named path must not wedge, stall or probe the server --------------------
+
+
+def in_thread(call, timeout_s: float):
+    """``call()``'s outcome, or AssertionError when it has not returned in ``timeout_s`` (a
+    blocked read must fail the test, not hang it)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test, raised there
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"still blocked after {timeout_s} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_fifo_without_a_writer_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceUnavailable, match="not a regular file"):
+        in_thread(lambda: read_source_frames(source_for(fifo, [0])), timeout_s=5.0)
+    with pytest.raises(SourceUnavailable, match="not a regular file"):
+        in_thread(lambda: read_source_frames(source_for("/dev/zero", [0])), timeout_s=5.0)
+
+
+def test_the_client_is_told_only_to_render_and_the_log_gets_the_reason(movie):
+    with pytest.raises(SourceUnavailable) as info:
+        read_source_frames(source_for(movie, [0], size_bytes=1))
+    assert "bytes" in str(info.value)  # the reason, for the server's log
+    told = info.value.client_text
+    assert "render the frames" in told
+    assert str(os.stat(movie).st_size) not in told and "mtime" not in told
+
+
+def test_media_roots_confine_the_files_a_client_may_name(movie, tmp_path):
+    try:
+        source_frames.set_media_roots([str(tmp_path)])
+        with pytest.raises(SourceUnavailable, match="outside the media roots"):
+            read_source_frames(source_for(movie, [0]))
+        inside = tmp_path / "inside.mp4"
+        inside.write_bytes(movie.read_bytes())
+        frames, _ = read_source_frames(source_for(inside, [0]))
+        assert decode_index(frames[0]) == 0
+        escape = tmp_path / "escape.mp4"
+        escape.symlink_to(movie)  # a link out of the root is outside it
+        with pytest.raises(SourceUnavailable, match="outside the media roots"):
+            read_source_frames(source_for(escape, [0]))
+    finally:
+        source_frames.set_media_roots([])
+
+
+@pytest.fixture()
+def held_reads(monkeypatch):
+    """Reads of the paths in the returned set wait (a stalled disk) until the event is set."""
+    import threading
+
+    held, release = set(), threading.Event()
+    real = source_frames._decode
+
+    def stalled_decode(path, *args):
+        if path in held:
+            release.wait(30)
+        return real(path, *args)
+
+    monkeypatch.setattr(source_frames, "_decode", stalled_decode)
+    yield held, release
+    release.set()
+
+
+def test_a_stalled_read_holds_no_other_file(movie, tmp_path, held_reads):
+    held, release = held_reads
+    stalled = tmp_path / "stalled.mp4"
+    stalled.write_bytes(movie.read_bytes())
+    held.add(str(stalled))
+    waiting = source_frames.read_soon(source_for(stalled, [1]))
+    frames, _ = in_thread(lambda: source_frames.read_soon(source_for(movie, [3])).result(10),
+                          timeout_s=10.0)
+    assert decode_index(frames[0]) == 3 and not waiting.done()
+    release.set()
+    assert decode_index(waiting.result(10)[0][0]) == 1
+
+
+def test_a_cancelled_job_stops_waiting_for_a_stalled_read(movie, held_reads):
+    import threading
+
+    held, _ = held_reads
+    held.add(str(movie))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(source_frames.ReadCancelled):
+        in_thread(lambda: read_source_frames(source_for(movie, [2]), cancel=cancel),
+                  timeout_s=5.0)
+
+
+def test_a_read_past_its_deadline_is_refused(movie, held_reads):
+    held, _ = held_reads
+    held.add(str(movie))
+    refused = source_frames.read_soon(source_for(movie, [4]), deadline_s=0.2)
+    with pytest.raises(SourceUnavailable, match="took longer than"):
+        refused.result(5)

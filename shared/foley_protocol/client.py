@@ -71,6 +71,7 @@ from foley_protocol.protocol import (
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     SUPPORTED_VERSIONS,
+    LegacySignature,
     Message,
     ProtocolError,
     Signer,
@@ -415,6 +416,7 @@ class FoleyClient:
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT; IPv4 endpoints connect as before
         if self._server_key is not None:
             public, secret = zmq.curve_keypair()
             sock.curve_publickey = public
@@ -451,7 +453,11 @@ class FoleyClient:
             except ProtocolError as exc:
                 self.bad_replies += 1
                 logger.warning("dropped an invalid reply from %s: %s", self.endpoint, exc)
-                if exc.code == "auth_failed":
+                if isinstance(exc, LegacySignature):
+                    self._fail_pending(events, "auth_failed", "the server signs with the "
+                                       "pre-1.3 scheme (frames without their lengths): update "
+                                       "the server to protocol 1.3")
+                elif exc.code == "auth_failed":
                     # Only the server can write to this connection: the keys differ, and no
                     # reply will ever verify. Say so now instead of timing out later.
                     self._fail_pending(events, "auth_failed", "a reply from the server failed "

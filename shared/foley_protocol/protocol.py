@@ -18,7 +18,8 @@ Contents, in order:
 
 Wire layout (a DEALER sends these frames; a ROUTER sees its routing id in front)::
 
-    frame 0   signature  HMAC-SHA256 hex of frames 1..n, or b"" when no key is configured
+    frame 0   signature  b"s2:" + HMAC-SHA256 hex of frames 1..n with their lengths (1.3; see
+                         ``Signer``), or b"" when no key is configured
     frame 1   header     msgpack map {"v", "type", "id", "parent", "body"}
     frame 2.. buffers    raw bytes referenced by index from the body (0 = frame 2)
 
@@ -48,7 +49,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 2  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 3  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -114,11 +115,15 @@ MAX_MEMORY_BYTES = 2**62
 
 # The largest single ZeroMQ frame a server accepts (ZMQ_MAXMSGSIZE is per frame).
 MAX_FRAME_BYTES = max(MAX_RAW_FRAMES_BYTES, MAX_AUDIO_BUFFER_BYTES, MAX_HEADER_BYTES) + 4096
+# All frames of one request together: the largest valid generate (raw frames, inpaint audio,
+# header) fits; the server counts while receiving and drops the rest of a larger one.
+MAX_MESSAGE_BYTES = MAX_RAW_FRAMES_BYTES + MAX_AUDIO_BUFFER_BYTES + MAX_HEADER_BYTES + 4096
 
 LIMITS: dict[str, float] = {
     "max_header_bytes": MAX_HEADER_BYTES,
     "max_buffers": MAX_BUFFERS,
     "max_frame_bytes": MAX_FRAME_BYTES,
+    "max_message_bytes": MAX_MESSAGE_BYTES,
     "max_duration_s": MAX_DURATION_S,
     "max_frame_count": MAX_FRAME_COUNT,
     "max_frame_side_px": MAX_FRAME_SIDE_PX,
@@ -142,20 +147,22 @@ LIMITS: dict[str, float] = {
 ERROR_CODES = {
     # the message itself
     "bad_message": "frames missing, header not msgpack, header not a map, bad id",
-    "auth_failed": "signature missing, wrong or replayed",
+    "auth_failed": "signature missing, wrong, replayed or of the pre-1.3 scheme",
     "unsupported_version": "header.v is not a version this peer speaks",
     "unknown_type": "header.type is not a request (or reply) type",
     "missing_field": "a required field is absent",
     "unknown_field": "a field that this version does not define",
     "wrong_type": "a field has the wrong type",
-    "out_of_range": "a number is outside its range or a string is not an allowed value",
-    "too_large": "a string, list, frame or declared size exceeds its limit",
+    "out_of_range": "a value outside its allowed range or set (a number, a string choice, a "
+                    "list too short)",
+    "too_large": "a length exceeds a size limit (string, list, header, frame count, one frame, "
+                 "the whole message, a declared size)",
     "bad_buffer": "raw buffers: missing, extra, referenced twice, or of the wrong size",
     "bad_media": "a JPEG/PNG frame does not decode or has the wrong size",
     "source_unavailable": "the server cannot read the source file as the client sees it "
                           "(another machine, a changed file, another frame rate or shape): "
                           "send the frames themselves instead",
-    "duplicate_id": "a request id that is still in use by this client",
+    "duplicate_id": "a request id still open on this connection (any request type)",
     # the server's state
     "busy": "the job queue is full; try again later",
     "shutting_down": "the server is stopping",
@@ -541,12 +548,22 @@ def error_from_exception(exc: ProtocolError) -> Message:
 # --------------------------------------------------------------------------------------------
 
 REPLAY_HISTORY = 1 << 16
+SIGNATURE_PREFIX = b"s2:"  # the 1.3 scheme: frame lengths signed too
+_SIGNATURE_DOMAIN = b"foley-protocol-signature-2\0"
+
+
+class LegacySignature(ProtocolError):
+    """A message signed with the pre-1.3 scheme (frames concatenated without their lengths)."""
 
 
 class Signer:
     """HMAC-SHA256 over the header and buffer frames; an empty key disables signing.
 
-    ``verify`` also rejects a signature seen before (bounded history of ``REPLAY_HISTORY``).
+    The signature (1.3) is ``b"s2:"`` + the hex HMAC of a domain tag, the frame count and each
+    frame preceded by its length (8 bytes, big-endian), so frames re-split at other boundaries
+    do not verify. The pre-1.3 scheme (bare hex over the frames concatenated) is refused with a
+    ``LegacySignature`` that says so. ``verify`` also rejects a signature seen before (bounded
+    history of ``REPLAY_HISTORY``).
     """
 
     def __init__(self, key: bytes = b""):
@@ -554,7 +571,19 @@ class Signer:
         self._seen: set[bytes] = set()
         self._order: deque[bytes] = deque()
 
-    def sign(self, parts: Iterable[Any]) -> bytes:
+    def sign(self, parts: Sequence[Any]) -> bytes:
+        if not self.key:
+            return b""
+        mac = hmac.new(self.key, _SIGNATURE_DOMAIN, digestmod=hashlib.sha256)
+        mac.update(len(parts).to_bytes(8, "big"))
+        for part in parts:
+            mac.update(memoryview(part).nbytes.to_bytes(8, "big"))
+            mac.update(part)
+        return SIGNATURE_PREFIX + mac.hexdigest().encode("ascii")
+
+    def sign_legacy(self, parts: Iterable[Any]) -> bytes:
+        """The pre-1.3 signature: only to answer a pre-1.3 peer's message with an error it can
+        verify (it says to update), never to accept one."""
         if not self.key:
             return b""
         mac = hmac.new(self.key, digestmod=hashlib.sha256)
@@ -572,6 +601,13 @@ class Signer:
         if not signature:
             raise ProtocolError("auth_failed", "message is not signed (frame 0 is empty) but "
                                 "a signing key is configured", "frames[0]")
+        if not signature.startswith(SIGNATURE_PREFIX):
+            if hmac.compare_digest(signature, self.sign_legacy(parts)):
+                raise LegacySignature(
+                    "auth_failed", "signed with the pre-1.3 scheme (frames without their "
+                    "lengths), which this peer no longer accepts: update the other side to "
+                    "protocol 1.3", "frames[0]")
+            raise ProtocolError("auth_failed", "signature does not match", "frames[0]")
         if not hmac.compare_digest(signature, self.sign(parts)):
             raise ProtocolError("auth_failed", "signature does not match", "frames[0]")
         if signature in self._seen:
@@ -702,11 +738,12 @@ def _unpack(data: Any) -> Any:
     )
 
 
-def encode(message: Message, signer: Signer | None = None) -> list[Any]:
+def encode(message: Message, signer: Signer | None = None, legacy: bool = False) -> list[Any]:
     """Frames for ``message``: ``[signature, header, *buffers]``.
 
     The body is validated first (the same checks as ``decode``), so a client finds its own
-    mistakes before anything is sent.
+    mistakes before anything is sent. ``legacy``: sign with the pre-1.3 scheme (only the error
+    that answers a pre-1.3 signed message).
 
     Raises:
         ProtocolError: the message does not satisfy the schema.
@@ -722,7 +759,8 @@ def encode(message: Message, signer: Signer | None = None) -> list[Any]:
         raise ProtocolError("too_large", f"header is {len(packed)} bytes, the limit is "
                             f"{MAX_HEADER_BYTES}", "header", message.id)
     parts = [packed, *message.buffers]
-    signature = (signer or Signer()).sign(parts)
+    signer = signer or Signer()
+    signature = signer.sign_legacy(parts) if legacy else signer.sign(parts)
     return [signature, *parts]
 
 

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-local-files", action="store_true",
                         help="never read video files named by clients (by default a loopback "
                         "server does, which spares the client decoding and sending frames)")
+    parser.add_argument("--media-root", action="append", default=[], metavar="DIR",
+                        help="read only files inside DIR (repeatable); default: any file this "
+                        "server's user can read (docs/protocol.md section 8)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                  else os.path.basename(os.path.normpath(model_dir)))
     engine = LocalEngine(model_dir, args.device or default_devices(), args.dtype, args.threads)
     server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
-                         signing_key, read_local_files=False if args.no_local_files else None)
+                         signing_key, read_local_files=False if args.no_local_files else None,
+                         media_roots=tuple(args.media_root))
     context = zmq.Context()
     try:
         server.bind(context)

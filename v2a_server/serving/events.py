@@ -3,7 +3,7 @@
 Engines (``v2a_server.serving.engine``) call ``post(event)`` from their own threads; the loop
 (``v2a_server.serving.server``) takes the events in order on its thread and turns them into
 replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``.
-``SourcePrepared`` is the loop's own: a ``prepare`` read finished on the source-reader thread.
+``SourcePrepared`` is the loop's own: a ``prepare`` read finished on the source-reader threads.
 """
 
 from __future__ import annotations

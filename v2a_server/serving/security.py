@@ -34,6 +34,18 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+def is_ipv6_endpoint(endpoint: str) -> bool:
+    """True for a tcp:// endpoint whose host is an IPv6 address (``tcp://[::1]:5555``): the
+    socket needs ZMQ_IPV6 to bind or connect it."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp" or not parts.hostname:
+        return False
+    try:
+        return ipaddress.ip_address(parts.hostname).version == 6
+    except ValueError:
+        return False
+
+
 def check_bind_allowed(endpoint: str, curve: bool) -> None:
     """Refuse a non-loopback bind without CURVE keys (SystemExit with the reason)."""
     if not curve and not is_loopback_endpoint(endpoint):

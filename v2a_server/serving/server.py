@@ -8,9 +8,11 @@ results, errors). The engine (``v2a_server.serving.engine``; today one model wor
 device) takes the jobs from the FIFO and runs them; the loop never waits for the model, so
 heartbeats, status and queue positions stay live while a job runs.
 
-Safety: per-frame ZMQ_MAXMSGSIZE and msgpack limits (in the codec); a non-loopback bind is
-refused unless CURVE is configured (``v2a keys``); optional HMAC signing; no message field is
-ever used as a path. A client silent for its heartbeat liveness has its jobs cancelled.
+Safety: per-frame ZMQ_MAXMSGSIZE, a total per message counted frame by frame while receiving
+(the rest of a larger message is dropped unread), and msgpack limits (in the codec); a
+non-loopback bind is refused unless CURVE is configured (``v2a keys``); optional HMAC signing;
+the one path field (source frames) is read only as a regular file, off the loop, with a
+deadline (``source_frames``). A client silent for its heartbeat liveness has its jobs cancelled.
 SIGTERM/SIGINT: waiting clients get ``shutting_down``, running jobs stop at the next step,
 the process exits 0.
 """
@@ -23,7 +25,7 @@ import queue
 import signal
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,8 +36,10 @@ from foley_protocol.protocol import (
     HEARTBEAT_LIVENESS,
     LIMITS,
     MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
     PROTOCOL_MINOR,
     PROTOCOL_VERSION,
+    LegacySignature,
     Message,
     ProtocolError,
     Signer,
@@ -59,8 +63,13 @@ from v2a_server.serving.events import (
     WorkerLoaded,
 )
 from v2a_server.serving.jobs import Job, JobQueue
-from v2a_server.serving.security import check_bind_allowed, is_loopback_endpoint, load_server_keys
-from v2a_server.serving.source_frames import SourceUnavailable, read_source_frames
+from v2a_server.serving.security import (
+    check_bind_allowed,
+    is_ipv6_endpoint,
+    is_loopback_endpoint,
+    load_server_keys,
+)
+from v2a_server.serving.source_frames import SourceUnavailable, read_soon, set_media_roots
 
 logger = logging.getLogger("v2a_server")
 
@@ -70,6 +79,7 @@ LOOP_TICK_S = 0.1  # liveness checks and shutdown progress at least this often
 SHUTDOWN_GRACE_S = 10.0  # running jobs get this long to reach their next step
 SEND_LINGER_MS = 2000  # flush final replies on exit
 RECV_BATCH = 256  # requests handled per loop turn before engine events get their turn
+RCVHWM = 8  # whole messages libzmq queues per connection before it stops reading that one
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 
 # The minor version of what a client that agreed on none (no hello, or a hello without minor)
@@ -90,11 +100,16 @@ class ClientState:
     name: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # request id -> active job
     minor: int | None = None  # agreed in hello (None: no hello with minor yet)
+    preparing: set[str] = field(default_factory=set)  # ids of prepare requests not yet answered
 
     @property
     def reply_minor(self) -> int:
         """The newest minor version whose additions this client's replies may carry."""
         return max(self.minor or 0, UNNEGOTIATED_REPLY_MINOR)
+
+    def is_open(self, request_id: str) -> bool:
+        """An id this connection may not reuse yet (``duplicate_id``)."""
+        return request_id in self.jobs or request_id in self.preparing
 
 
 class FoleyServer:
@@ -109,14 +124,16 @@ class FoleyServer:
         signing_key: HMAC key shared with clients (empty: unsigned).
         read_local_files: accept frames as a file path (encoding "source"); None: when the
             endpoint is loopback, where client and server share a file system.
+        media_roots: folders the source files must lie in (empty: any folder).
     """
 
     def __init__(self, endpoint: str, engine: Engine, max_queue: int, model_id: str,
                  curve_secret_key_file: str | None = None, signing_key: bytes = b"",
-                 read_local_files: bool | None = None):
+                 read_local_files: bool | None = None, media_roots: tuple[str, ...] = ()):
         self.endpoint = endpoint
         self.reads_local_files = (is_loopback_endpoint(endpoint) if read_local_files is None
                                   else bool(read_local_files))
+        set_media_roots(media_roots)
         self.engine = engine
         self.model_id = model_id
         self.curve_secret_key_file = curve_secret_key_file
@@ -140,9 +157,6 @@ class FoleyServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._socket: zmq.Socket | None = None
-        # prepare requests: movie frames read ahead of a generate, one file at a time, off the
-        # socket loop (created on first use)
-        self._source_reader: ThreadPoolExecutor | None = None
 
     # ---- start and stop -----------------------------------------------------------------
 
@@ -157,6 +171,9 @@ class FoleyServer:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished client is an error, not a no-op
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        if is_ipv6_endpoint(self.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT does not bind without it
         sock.setsockopt(zmq.SNDHWM, 0)  # never drop a result for a slow reader
         sock.setsockopt(zmq.LINGER, SEND_LINGER_MS)
         if curve:
@@ -212,8 +229,6 @@ class FoleyServer:
             if self.state == "stopping" and self._shutdown_done():
                 break
         self._socket.close(linger=SEND_LINGER_MS)
-        if self._source_reader is not None:
-            self._source_reader.shutdown(wait=False, cancel_futures=True)
         self.engine.join(timeout_s=1.0)
         logger.info("stopped (exit code %d)", self._exit_code)
         return self._exit_code
@@ -226,11 +241,9 @@ class FoleyServer:
             pass
 
     def _receive_all(self) -> None:
-        assert self._socket is not None
         for _ in range(RECV_BATCH):  # then let worker events and liveness checks run
-            try:
-                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = self._receive_one()
+            if frames is None:
                 return
             identity = frames[0].bytes
             client = self.clients.get(identity)
@@ -238,11 +251,28 @@ class FoleyServer:
             if client is None:
                 client = self.clients[identity] = ClientState(now)
             client.last_seen = now
+            if len(frames) == 1:  # over the limit: only the routing id was kept
+                logger.info("client %s: dropped a message over %d bytes", identity.hex(),
+                            MAX_MESSAGE_BYTES)
+                self._send(identity, error_message(
+                    "too_large", f"the message is larger than max_message_bytes = "
+                    f"{MAX_MESSAGE_BYTES} bytes (all frames together); it was not read",
+                    field="frames"))
+                continue
             try:
                 message = decode(frames[1:], self.signer, direction="request")
+            except LegacySignature as exc:  # answered in the old scheme, so the client reads why
+                logger.info("client %s: rejected message: %s", identity.hex(), exc)
+                self._send(identity, error_from_exception(exc), legacy_signature=True)
+                continue
             except ProtocolError as exc:
                 logger.info("client %s: rejected message: %s", identity.hex(), exc)
                 self._send(identity, error_from_exception(exc))
+                continue
+            if client.is_open(message.id):
+                self._send(identity, error_message(
+                    "duplicate_id", f"request id {message.id} is already in use by one of your "
+                    "open requests", field="header.id", parent=message.id))
                 continue
             try:
                 self._dispatch(identity, client, message)
@@ -252,6 +282,28 @@ class FoleyServer:
                 self._send(identity, error_message("internal", f"the server failed on this "
                                                    f"{message.type}; see its log",
                                                    parent=message.id))
+
+    def _receive_one(self) -> list[zmq.Frame] | None:
+        """The next message's frames (routing id first), read one frame at a time; a message
+        whose frames together pass ``MAX_MESSAGE_BYTES`` is dropped frame by frame as read,
+        leaving only the routing id. None: nothing waiting."""
+        assert self._socket is not None
+        try:
+            first = self._socket.recv(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        frames, total, over = [first], 0, False
+        more = first.more
+        while more:  # the rest of a message is there already: libzmq delivers whole messages
+            frame = self._socket.recv(copy=False)
+            more = frame.more
+            total += len(frame)
+            if total > MAX_MESSAGE_BYTES:
+                over = True
+                del frames[1:]  # released now, not after the last frame
+            if not over:
+                frames.append(frame)
+        return frames
 
     def _dispatch(self, identity: bytes, client: ClientState, message: Message) -> None:
         body = message.body
@@ -289,26 +341,22 @@ class FoleyServer:
         elif message.type == "generate":
             self._accept(identity, client, message)
         elif message.type == "prepare":
-            self._prepare(identity, message)
+            self._prepare(identity, client, message)
 
-    def _prepare(self, identity: bytes, message: Message) -> None:
+    def _prepare(self, identity: bytes, client: ClientState, message: Message) -> None:
         """Read a movie's frames now, so that a generate naming them finds them ready."""
         if not self.reads_local_files:
             self._send(identity, error_message("source_unavailable", NO_LOCAL_FILES,
                                                field="body.source", parent=message.id))
             return
         t0 = time.monotonic()
-        future = self._read_source_soon(message.body["source"])
+        client.preparing.add(message.id)
+        # read on a reader thread (the cache keeps the frames for the job; a job that gets
+        # there first waits for this read rather than reading twice)
+        future = read_soon(message.body["source"])
         future.add_done_callback(
             lambda done: self.post(SourcePrepared(identity, message.id, done,
                                                   time.monotonic() - t0)))
-
-    def _read_source_soon(self, source: dict[str, Any]) -> Future:
-        """Start reading source frames on the reader thread (the cache keeps them for the job;
-        a job that gets there first waits for this read rather than reading twice)."""
-        if self._source_reader is None:
-            self._source_reader = ThreadPoolExecutor(1, thread_name_prefix="source-read")
-        return self._source_reader.submit(read_source_frames, source)
 
     def _accept(self, identity: bytes, client: ClientState, message: Message) -> None:
         def refuse(code: str, text: str, field: str | None = None) -> None:
@@ -318,9 +366,6 @@ class FoleyServer:
             return refuse("shutting_down", "the server is stopping and accepts no new jobs")
         if self.state == "failed":
             return refuse("model_unavailable", "the model failed to load; see the server log")
-        if message.id in client.jobs:
-            return refuse("duplicate_id", f"request id {message.id} is already in use by one of "
-                          "your jobs", "header.id")
         if message.body["frames"]["encoding"] == "source" and not self.reads_local_files:
             return refuse("source_unavailable", f"{NO_LOCAL_FILES}: send the frames themselves",
                           "body.frames.source")
@@ -339,7 +384,7 @@ class FoleyServer:
         if job.body["frames"]["encoding"] == "source":
             # While earlier jobs generate, this one's frames are read (errors: the job's own
             # read raises them again, then).
-            self._read_source_soon(job.body["frames"]["source"])
+            read_soon(job.body["frames"]["source"])
         logger.info("%s: queued (%.1f s of audio, %d frames, %s)", job.label,
                     job.body["duration_s"], frame_count(job.body["frames"]),
                     job.body["frames"]["encoding"])
@@ -385,6 +430,9 @@ class FoleyServer:
                                                       field=event.field,
                                                       parent=event.job.request_id))
             elif isinstance(event, SourcePrepared):
+                client = self.clients.get(event.client)
+                if client is not None:
+                    client.preparing.discard(event.request_id)
                 self._send(event.client, _prepare_reply(event.request_id, event.done,
                                                         event.seconds))
             elif isinstance(event, WorkerLoaded):
@@ -460,7 +508,7 @@ class FoleyServer:
             silent_s = now - client.last_seen
             if silent_s <= HEARTBEAT_LIVENESS * client.heartbeat_interval_s:
                 continue
-            if not client.jobs:
+            if not client.jobs and not client.preparing:
                 del self.clients[identity]
                 continue
             reason = (f"no heartbeat from the client for {silent_s:.1f} s "
@@ -505,15 +553,16 @@ class FoleyServer:
 
     # ---- sending ------------------------------------------------------------------------
 
-    def _send(self, identity: bytes, message: Message) -> None:
+    def _send(self, identity: bytes, message: Message, legacy_signature: bool = False) -> None:
         """Send ``message`` as the client's agreed version has it (newer optional fields
-        left out)."""
+        left out); ``legacy_signature``: signed the pre-1.3 way (the refusal an old signed
+        client must still be able to read)."""
         assert self._socket is not None
         client = self.clients.get(identity)
         try:
             message = for_minor(message, client.reply_minor if client is not None
                                 else UNNEGOTIATED_REPLY_MINOR)
-            frames = encode(message, self.signer)
+            frames = encode(message, self.signer, legacy=legacy_signature)
         except ProtocolError as exc:  # a server bug: say so instead of sending nonsense
             logger.exception("invalid %s reply to %s", message.type, message.parent)
             frames = encode(error_message("internal", f"the server built an invalid "
@@ -557,7 +606,8 @@ def _prepare_reply(request_id: str, done: Future, seconds: float) -> Message:
     try:
         frames, cached = done.result()
     except SourceUnavailable as exc:
-        return error_message("source_unavailable", str(exc), field="body.source",
+        logger.info("prepare %s: source frames unavailable: %s", request_id, exc)
+        return error_message("source_unavailable", exc.client_text, field="body.source",
                              parent=request_id)
     except Exception as exc:  # a bug in reading: the client renders instead
         logger.exception("prepare %s failed", request_id)

@@ -32,7 +32,11 @@ from v2a_server.serving.events import (
 from v2a_server.serving.jobs import Job, JobQueue
 from v2a_server.serving.payload import MediaError, prepare_inputs
 from v2a_server.serving.result import add_review, build_result, frame_motion_soon
-from v2a_server.serving.source_frames import SourceUnavailable, read_source_frames
+from v2a_server.serving.source_frames import (
+    ReadCancelled,
+    SourceUnavailable,
+    read_source_frames,
+)
 
 logger = logging.getLogger("v2a_server.serving.worker")
 
@@ -180,7 +184,7 @@ class ModelWorker(threading.Thread):
         self.post(JobStarted(job))
         logger.info("%s: started on %s after %.2f s in the queue", job.label, self.device,
                     job.started_at - job.accepted_at)
-        steps_seen = {"steps": 0}
+        steps_seen = {"steps": 0, "total": 0}  # per window (the result's), across windows
 
         def on_step(progress: StepProgress) -> None:
             if job.cancel_event.is_set():
@@ -189,6 +193,7 @@ class ModelWorker(threading.Thread):
             total_steps = progress.total_steps
             elapsed = time.monotonic() - job.started_at
             steps_seen["steps"] = max(1, total_steps // max(1, progress.num_windows))
+            steps_seen["total"] = total_steps
             eta = elapsed / step * (total_steps - step) if step else None
             self.post(JobProgress(job, progress.stage, step, total_steps, eta, elapsed))
 
@@ -203,7 +208,8 @@ class ModelWorker(threading.Thread):
             if job.body["frames"]["encoding"] == "source":
                 self.post(JobProgress(job, "reading frames", 0, 0, None,
                                       time.monotonic() - job.started_at))
-                frames, cached = read_source_frames(job.body["frames"]["source"])
+                frames, cached = read_source_frames(job.body["frames"]["source"],
+                                                    cancel=job.cancel_event)
                 # cached: read by another request (a prepare, the read at queueing, an
                 # earlier job); source_read_s: what this job spent reading or waiting
                 source_timings = {"source_read_s": time.monotonic() - t_prep,
@@ -220,8 +226,10 @@ class ModelWorker(threading.Thread):
             if job.cancel_event.is_set():  # cancelled after the last step: still cancelled
                 raise GenerationCancelled(job.cancel_message)
             t_enc = time.monotonic()
-            self.post(JobProgress(job, "finishing", steps_seen["steps"], steps_seen["steps"],
-                                  0.0, t_enc - job.started_at))
+            # every step done: the last denoise count, so a progress bar stays full
+            # (docs/protocol.md §4.2)
+            done = steps_seen["total"]
+            self.post(JobProgress(job, "finishing", done, done, 0.0, t_enc - job.started_at))
             body, buffers = build_result(output, job.body, steps_seen["steps"],
                                          float(self.pipe.latent_fps), self.card)
             t_review = time.monotonic()
@@ -248,12 +256,12 @@ class ModelWorker(threading.Thread):
             logger.info("%s: done in %.2f s (pipeline %.2f s)", job.label,
                         t_end - job.started_at, t_enc - t_pipe)
             return JobResult(job, body, buffers)
-        except GenerationCancelled:
+        except (GenerationCancelled, ReadCancelled):
             logger.info("%s: cancelled (%s)", job.label, job.cancel_message or job.cancel_code)
             return JobFailed(job, job.cancel_code, job.cancel_message or "cancelled")
         except SourceUnavailable as exc:
             logger.info("%s: source frames unavailable: %s", job.label, exc)
-            return JobFailed(job, "source_unavailable", str(exc), exc.field)
+            return JobFailed(job, "source_unavailable", exc.client_text, exc.field)
         except MediaError as exc:
             return JobFailed(job, "bad_media", str(exc), exc.field)
         except ValueError as exc:
