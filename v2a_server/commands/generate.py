@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
+
 NAME = "generate"
 HELP = "generate Foley audio + onset markers for a video file"
 
@@ -24,6 +26,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start time in the video, seconds")
     parser.add_argument("--duration", type=float, help="seconds of audio (default: to the end of the video)")
     parser.add_argument("--device", default="cpu", help="torch device for in-process generation")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="precision for in-process generation (auto: float16 on a GPU, float32 on CPU)")
+    parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
+                        help="'model': components wait in RAM and run on the GPU one at a time (small cards)")
+    parser.add_argument("--text-encoder-cpu", action="store_true",
+                        help="run the text encoder on the CPU (float32), sparing GPU memory")
     parser.add_argument("--server", help="generate on a running v2a-server, e.g. tcp://127.0.0.1:5555 (default: in-process)")
     parser.add_argument("--server-key", help="the server's CURVE public key (z85 text or key file), for a non-loopback server")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server's result")
@@ -92,7 +100,11 @@ def _frames_for(args, read_video, fps):
 def _generate_local(args, read_video) -> dict:
     from v2a_server.model_store import load_pipeline
 
-    pipe = load_pipeline(args.model, device=args.device)
+    try:
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, offload=args.offload,
+                             text_encoder_cpu=args.text_encoder_cpu)
+    except ValueError as exc:  # an offload the device cannot do: say so, not a traceback
+        raise SystemExit(f"v2a generate: {exc}") from None
     frames, fps, duration = _frames_for(args, read_video, pipe.model_fps)
     out = pipe(
         frames=frames, frames_fps=fps, duration_s=duration, caption=args.caption,

@@ -44,18 +44,23 @@ class ModelWorker(threading.Thread):
     Args:
         model_dir: folder written by ``save_pretrained`` (``v2a create-model``).
         device: "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", "float16" or "auto" (float16 on CUDA, float32 on CPU).
+        dtype: "float32", "float16", "bfloat16" or "auto" (float16 on CUDA, float32 on CPU).
         jobs: the shared queue.
         post: thread-safe callable that hands an event to the socket loop.
         num_threads: torch CPU threads (None: all cores but one).
+        offload: "none" or "model" (diffusers' model CPU offload; an accelerator only).
+        text_encoder_cpu: run the text encoder on the CPU in float32.
     """
 
     def __init__(self, model_dir: str, device: str, dtype: str, jobs: JobQueue,
-                 post: Callable[[EngineEvent], None], num_threads: int | None = None):
+                 post: Callable[[EngineEvent], None], num_threads: int | None = None, *,
+                 offload: str = "none", text_encoder_cpu: bool = False):
         super().__init__(name=f"worker-{device}", daemon=True)
         self.model_dir = model_dir
         self.device = device
         self.dtype = dtype
+        self.offload = offload
+        self.text_encoder_cpu = text_encoder_cpu
         self.jobs = jobs
         self.post = post
         self.num_threads = num_threads
@@ -103,16 +108,34 @@ class ModelWorker(threading.Thread):
             threads = self.num_threads or max(1, (os.cpu_count() or 2) - 1)
             torch.set_num_threads(threads)
         t0 = time.monotonic()
-        dtype = None if self.dtype == "auto" else getattr(torch, self.dtype)
-        pipe = load_pipeline(self.model_dir, device=self.device, dtype=dtype)
+        pipe = load_pipeline(self.model_dir, device=self.device, dtype=self.dtype,
+                             offload=self.offload, text_encoder_cpu=self.text_encoder_cpu)
         self.pipe = pipe
         self.model_fps = float(pipe.model_fps)
         encoder = getattr(pipe, "video_encoder", None)
         self.image_size = int(encoder.config.image_size) if encoder is not None else None
         self.sample_rate = int(pipe.sample_rate)
-        logger.info("worker %s: model %s loaded in %.1f s (%s, model_fps %.3g, %d Hz, "
-                    "%d torch threads)", self.device, self.model_dir, time.monotonic() - t0,
-                    pipe.dtype, self.model_fps, self.sample_rate, torch.get_num_threads())
+        logger.info("worker %s: model %s loaded in %.1f s (%s, offload %s, text encoder on %s, "
+                    "model_fps %.3g, %d Hz, %d torch threads)", self.device, self.model_dir,
+                    time.monotonic() - t0, pipe.unet.dtype, self.offload,
+                    pipe.text_encoder.device, self.model_fps, self.sample_rate,
+                    torch.get_num_threads())
+
+    # ---- peak memory of a job -----------------------------------------------------------
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement (each job calls it as it starts)."""
+        from v2a_server.pipelines.device_memory import reset_peak_memory
+
+        reset_peak_memory(self.device)
+
+    def job_peak_memory_bytes(self) -> int | None:
+        """Peak memory since the current (or last) job started: on CUDA the bytes torch
+        allocated on this worker's device; on CPU the process's peak RSS (the server and any
+        other worker included). None: unknown."""
+        from v2a_server.pipelines.device_memory import peak_memory_bytes
+
+        return peak_memory_bytes(self.device)
 
     def memory_bytes(self) -> tuple[int | None, int | None]:
         """(used, total) memory of this worker's device; process RSS and RAM on CPU."""
@@ -137,6 +160,7 @@ class ModelWorker(threading.Thread):
 
         job.started_at = time.monotonic()
         job.device = self.device
+        self.reset_peak_memory()
         self.post(JobStarted(job))
         logger.info("%s: started on %s after %.2f s in the queue", job.label, self.device,
                     job.started_at - job.accepted_at)
