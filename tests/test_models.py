@@ -157,6 +157,13 @@ def test_cavp_resize_keeps_frames_already_at_the_input_size_and_works_in_half_pr
     assert half.dtype == torch.bfloat16 and half.shape == (1, 3, 1, 224, 224)
 
 
+def test_generate_decodes_frames_large_enough_for_the_encoder():
+    from v2a_server.commands.generate import DECODE_SIDE, decode_side
+
+    assert decode_side(224) == 448  # a 640x360 clip keeps 252 lines for a 224 encoder
+    assert decode_side(48) == decode_side(32) == decode_side(None) == DECODE_SIDE == 256
+
+
 def test_embedded_default_model_keeps_the_resize_it_was_trained_with():
     """Its training cache was resized without antialiasing (v2a_server/training/data.py before
     the reference resize existed): its config says so, and the hint tests hold only so."""

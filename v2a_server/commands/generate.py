@@ -87,9 +87,20 @@ def run(args) -> int:
     return 0
 
 
-def _frames_for(args, read_video, fps):
+# Frames are decoded with their long side at most this (what the embedded model has always read).
+DECODE_SIDE = 256
+
+
+def decode_side(image_size: int | None) -> int:
+    """Long side to decode a video at for an encoder reading image_size × image_size: never so
+    small that the encoder's resize would upscale the short side of a frame up to 2:1 (a
+    360×640 clip decoded at 256×144 loses a third of its lines before a 224 encoder)."""
+    return max(DECODE_SIDE, 2 * int(image_size)) if image_size else DECODE_SIDE
+
+
+def _frames_for(args, read_video, fps, image_size):
     limit = None if args.duration is None else args.start + args.duration
-    video = read_video(args.video, fps=fps, max_duration_s=limit)
+    video = read_video(args.video, fps=fps, max_side=decode_side(image_size), max_duration_s=limit)
     frames = video.frames[int(round(args.start * video.fps)) :]
     if len(frames) == 0:
         raise SystemExit(f"v2a generate: --start {args.start} s is past the end of {args.video} ({video.duration_s:.2f} s)")
@@ -105,7 +116,9 @@ def _generate_local(args, read_video) -> dict:
                              text_encoder_cpu=args.text_encoder_cpu)
     except ValueError as exc:  # an offload the device cannot do: say so, not a traceback
         raise SystemExit(f"v2a generate: {exc}") from None
-    frames, fps, duration = _frames_for(args, read_video, pipe.model_fps)
+    encoder = getattr(pipe, "video_encoder", None)
+    frames, fps, duration = _frames_for(args, read_video, pipe.model_fps,
+                                        encoder.config.image_size if encoder is not None else None)
     out = pipe(
         frames=frames, frames_fps=fps, duration_s=duration, caption=args.caption,
         negative_caption=args.negative_caption, seed=args.seed, num_inference_steps=args.steps,
@@ -141,7 +154,8 @@ def _generate_remote(args, read_video) -> dict:
             if info is None and (waited > ready_within or (client.server_info is None and waited > NO_ANSWER_S)):
                 state = (client.server_info or {}).get("state", "no answer")
                 raise SystemExit(f"v2a generate: {args.server} is not ready after {waited:.0f} s ({state}); is v2a-server running there?")
-        frames, fps, duration = _frames_for(args, read_video, float(info["model_fps"]))
+        frames, fps, duration = _frames_for(args, read_video, float(info["model_fps"]),
+                                            info.get("model_image_size"))
         try:
             event = client.generate_blocking(
                 frames, timeout_s=args.timeout, frames_fps=fps, duration_s=duration, caption=args.caption,
