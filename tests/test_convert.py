@@ -302,6 +302,29 @@ def test_diffusers_audioldm_folder_instead_of_the_checkpoint(tiny_source, tiny_r
     assert not (tmp_path / "out").exists()
 
 
+def test_the_release_caption_prefix_is_stored_and_applied(tiny_release, tmp_path):
+    """summary.jsonl's ``prefix`` becomes the pipeline's caption_prefix (the reference puts it
+    before every caption); the tiny release's empty prefix stores none."""
+    from v2a_server.convert import convert_release
+    from v2a_server.pipelines import STAV2APipeline
+
+    root = tiny_release
+    summary = json.loads((root / "saved/STA-V2A/summary.jsonl").read_text().splitlines()[0])
+    with_prefix = tmp_path / "summary.jsonl"
+    with_prefix.write_text(json.dumps({**summary, "prefix": "loud "}) + "\n")
+    paths = dict(weights=root / "saved/STA-V2A/best/pytorch_model_2.bin", audioldm=root / "audioldm-s-full.ckpt",
+                 cavp=root / "cavp_epoch66.ckpt", root=root, vae_norm_num_groups=4, cavp_image_size=32)
+    report = convert_release(with_prefix, out=tmp_path / "prefixed", **paths)
+    assert any("'loud '" in note and "caption_prefix" in note for note in report.notes), report.notes
+    prefixed = STAV2APipeline.from_pretrained(str(tmp_path / "prefixed"))
+    assert prefixed.config.caption_prefix == "loud "
+    assert prefixed.conditioning_caption("a ball") == "loud a ball"
+    assert json.loads((tmp_path / "prefixed" / "model_index.json").read_text())["caption_prefix"] == "loud "
+
+    convert_release(root / "saved/STA-V2A/summary.jsonl", out=tmp_path / "plain", **paths)
+    assert STAV2APipeline.from_pretrained(str(tmp_path / "plain")).conditioning_caption("a ball") == "a ball"
+
+
 def test_tied_text_embedding_is_filled_from_shared(tiny_source):
     release = official_release(tiny_source)
     del release["text_encoder.encoder.embed_tokens.weight"]

@@ -99,6 +99,84 @@ def test_real_size_cavp_matches_resnet50_slowonly_shapes():
     assert sd["video_project_head.weight"].shape == (512, 2048)
 
 
+# ---- CAVP frame resize: the reference's PIL bilinear (antialiased when shrinking) -----------
+
+
+def pil_bilinear(frame: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR)).astype(np.float64)
+
+
+def preprocessed(enc: CAVPVideoEncoder, frame: np.ndarray) -> np.ndarray:
+    """``preprocess`` of one frame, as 0-255 [S, S, 3]."""
+    x = enc.preprocess(torch.from_numpy(np.array(frame))[None, None])  # [1, 3, 1, S, S]
+    return x[0, :, 0].permute(1, 2, 0).double().numpy() * 255
+
+
+def real_frame_360x640() -> np.ndarray:
+    """A frame of a real clip brought to 360×640 (the clips are 480 wide)."""
+    from PIL import Image
+
+    from tests.conftest import shared_clip
+    from v2a_server.media.video_io import read_video
+
+    video = read_video(shared_clip("0_ixmalQrig_000100.mp4"), fps=4, max_side=None, max_duration_s=1.0)
+    return np.asarray(Image.fromarray(video.frames[1]).resize((640, 360), Image.BICUBIC))
+
+
+def high_frequency_frame_360x640() -> np.ndarray:
+    """A one-pixel checkerboard, a fine sine grid and a ramp: what aliases worst."""
+    yy, xx = np.mgrid[:360, :640]
+    frame = np.empty((360, 640, 3), np.uint8)
+    frame[..., 0] = (xx + yy) % 2 * 255
+    frame[..., 1] = (np.sin(xx * 0.9) * np.cos(yy * 1.3) + 1) * 127.5
+    frame[..., 2] = xx * 255 // 639
+    return frame
+
+
+@pytest.mark.parametrize("make_frame", [real_frame_360x640, high_frequency_frame_360x640])
+def test_cavp_resize_matches_pil_bilinear_on_a_360x640_frame(make_frame):
+    frame = make_frame()
+    enc = CAVPVideoEncoder(stage_blocks=(1, 1, 1, 1), base_channels=4, embed_dim=16).eval()
+    assert enc.config.image_size == 224 and enc.config.resize_antialias  # the reference
+    ours, pil = preprocessed(enc, frame), pil_bilinear(frame, 224)
+    assert np.abs(ours - pil).mean() <= 1.0  # 1/255 of the [0, 1] range
+    assert np.abs(ours - pil).max() <= 1.0  # PIL's own uint8 rounding
+    # Without antialiasing (as the embedded default model was trained) it is far from PIL.
+    aliased = preprocessed(CAVPVideoEncoder(stage_blocks=(1, 1, 1, 1), base_channels=4, embed_dim=16,
+                                            resize_antialias=False), frame)
+    assert np.abs(aliased - pil).max() > 25
+
+
+def test_cavp_resize_keeps_frames_already_at_the_input_size_and_works_in_half_precision():
+    frame = high_frequency_frame_360x640()[:224, :224]
+    enc = CAVPVideoEncoder(stage_blocks=(1, 1, 1, 1), base_channels=4, embed_dim=16).eval()
+    np.testing.assert_allclose(preprocessed(enc, frame), frame.astype(np.float64), atol=1e-4)
+    half = enc.to(torch.bfloat16).preprocess(torch.from_numpy(high_frequency_frame_360x640())[None, None])
+    assert half.dtype == torch.bfloat16 and half.shape == (1, 3, 1, 224, 224)
+
+
+def test_generate_decodes_frames_large_enough_for_the_encoder():
+    from v2a_server.commands.generate import DECODE_SIDE, decode_side
+
+    assert decode_side(224) == 448  # a 640x360 clip keeps 252 lines for a 224 encoder
+    assert decode_side(48) == decode_side(32) == decode_side(None) == DECODE_SIDE == 256
+
+
+def test_embedded_default_model_keeps_the_resize_it_was_trained_with():
+    """Its training cache was resized without antialiasing (v2a_server/training/data.py before
+    the reference resize existed): its config says so, and the hint tests hold only so."""
+    import json
+
+    from v2a_server.model_store import DEFAULT_MODEL_DIR
+
+    config = DEFAULT_MODEL_DIR / "video_encoder" / "config.json"
+    if not config.is_file():
+        pytest.skip("the embedded default model is not installed")
+    assert json.loads(config.read_text())["resize_antialias"] is False
+
+
 def test_mel_front_end_reference_frame_count():
     mel = MelFrontEnd()
     out = mel(torch.zeros(1, 163840) + 1e-3 * torch.randn(1, 163840))

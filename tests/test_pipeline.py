@@ -277,6 +277,65 @@ def test_a_model_folder_carries_its_own_sampling_defaults(tiny_pipeline, tmp_pat
     assert not np.array_equal(run(tuned).audio, run(tuned, guidance_scale=3.0, controlnet_conditioning_scale=1.0).audio)
 
 
+# ---- the training run's caption prefix ----------------------------------------------------------
+
+PREFIX = "loud and heavy "  # words the tiny tokenizer knows: they decode back as themselves
+
+
+def texts_the_encoder_receives(pipe, **kwargs) -> list[str]:
+    """Every text the text encoder is run on during one generation (read from its input ids)."""
+    seen = []
+
+    def record(module, args, inputs):
+        for ids in inputs["input_ids"]:
+            seen.append(pipe.tokenizer.decode(ids, skip_special_tokens=True))
+
+    handle = pipe.text_encoder.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        result = run(pipe, **kwargs)
+    finally:
+        handle.remove()
+    return seen, result
+
+
+def test_the_caption_prefix_is_in_the_text_the_encoder_receives(tiny_model_dir, tmp_path):
+    from v2a_server.model_store import load_pipeline
+
+    index = tiny_model_dir / "model_index.json"
+    data = json.loads(index.read_text())
+    assert "caption_prefix" not in data or data["caption_prefix"] == ""
+    prefixed_dir = tmp_path / "prefixed"
+    load_pipeline(tiny_model_dir).save_pretrained(str(prefixed_dir))
+    prefixed_index = prefixed_dir / "model_index.json"
+    prefixed_index.write_text(json.dumps({**json.loads(prefixed_index.read_text()), "caption_prefix": PREFIX}))
+    prefixed = load_pipeline(prefixed_dir)
+    assert prefixed.config.caption_prefix == PREFIX
+    assert prefixed.conditioning_caption(CAPTION) == PREFIX + CAPTION
+
+    seen, with_prefix = texts_the_encoder_receives(prefixed, negative_caption="a drum")
+    assert seen == [(PREFIX + CAPTION).strip(), "a drum"]  # the negative caption has none
+    # The same as a model without a prefix asked for prefix + caption.
+    plain = load_pipeline(tiny_model_dir)
+    assert plain.config.caption_prefix == ""
+    seen_plain, by_hand = texts_the_encoder_receives(plain, caption=PREFIX + CAPTION, negative_caption="a drum")
+    assert seen_plain == seen
+    np.testing.assert_array_equal(with_prefix.audio, by_hand.audio)
+    # A model without a prefix reads the caption unchanged.
+    seen_plain, _ = texts_the_encoder_receives(plain, negative_caption="a drum")
+    assert seen_plain == [CAPTION, "a drum"]
+
+
+def test_the_embedded_default_model_has_no_caption_prefix():
+    from v2a_server.model_store import DEFAULT_MODEL_DIR
+
+    index = DEFAULT_MODEL_DIR / "model_index.json"
+    if not index.is_file():
+        pytest.skip("the embedded default model is not installed")
+    from v2a_server.pipelines import STAV2APipeline
+
+    assert STAV2APipeline.load_config(str(DEFAULT_MODEL_DIR)).get("caption_prefix", "") == ""
+
+
 def test_ablation_switches_global_path_off_and_video_off(tiny_pipeline):
     from v2a_server.configs import build_pipeline, get_config
 

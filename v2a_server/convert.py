@@ -865,8 +865,9 @@ def _check_component(component, model, mapped: _Mapped, sources, levels, report,
     return out
 
 
-def materialize(plan: ConversionPlan, tokenizer):
-    """Load the planned tensors into the meta-built components (float32) → ``STAV2APipeline``."""
+def materialize(plan: ConversionPlan, tokenizer, caption_prefix: str = ""):
+    """Load the planned tensors into the meta-built components (float32) → ``STAV2APipeline``
+    (``caption_prefix``: what the training run put before every caption)."""
     from diffusers import DDPMScheduler
 
     from v2a_server.pipelines import STAV2APipeline
@@ -891,6 +892,7 @@ def materialize(plan: ConversionPlan, tokenizer):
         scheduler=DDPMScheduler.from_config(plan.scheduler_config),
         vae=plan.models["vae"],
         vocoder=plan.models["vocoder"],
+        caption_prefix=caption_prefix,
     )
 
 
@@ -1027,8 +1029,10 @@ def convert_release(
     unet_cfg = json.loads(unet_path.read_text())
     scheduler_cfg = json.loads(scheduler_path.read_text())
     text_config = AutoConfig.from_pretrained(str(text_folder))
-    if args.get("prefix"):
-        notes.append(f"the training run prepended {args['prefix']!r} to every caption; add it to captions for fidelity")
+    caption_prefix = str(args.get("prefix") or "")
+    if caption_prefix:
+        notes.append(f"the training run prepended {caption_prefix!r} to every caption: stored as the "
+                     "pipeline's caption_prefix, which the pipeline puts before every caption")
 
     # 2. weights
     release = load_state_dict_file(weights, allow_pickle)
@@ -1073,7 +1077,7 @@ def convert_release(
     )
     plan.report.notes.extend(notes)
     if out is not None:
-        pipe = materialize(plan, AutoTokenizer.from_pretrained(str(text_folder)))
+        pipe = materialize(plan, AutoTokenizer.from_pretrained(str(text_folder)), caption_prefix)
         pipe.save_pretrained(str(out))
         write_model_card(out, ModelCard(scope=STA_V2A_SCOPE))
     return plan.report

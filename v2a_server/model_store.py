@@ -97,19 +97,62 @@ def _external_components(path: Path) -> dict:
     return {"text_encoder": build_text_encoder({"kind": kind}).eval(), "tokenizer": build_tokenizer({"kind": kind})}
 
 
-def load_pipeline(name_or_path: str | Path, device: str = "cpu", dtype=None):
-    """Load a pipeline folder onto a device (fp16 on CUDA unless a dtype is given)."""
+# What ``--dtype`` accepts; "auto" is float16 on an accelerator, float32 on CPU.
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+# What ``--offload`` accepts: "model" moves one whole component at a time to the accelerator.
+OFFLOAD_MODES = ("none", "model")
+
+
+def resolve_dtype(dtype, device: str):
+    """A dtype name (``DTYPE_NAMES``), a torch dtype or None ("auto") → the torch dtype."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device == "cpu" else torch.float16
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def load_pipeline(name_or_path: str | Path, device: str = "cpu", dtype=None, *,
+                  offload: str = "none", text_encoder_cpu: bool = False):
+    """Load a pipeline folder onto a device.
+
+    Args:
+        dtype: a ``DTYPE_NAMES`` name or torch dtype; None/"auto": float16 on an accelerator,
+            float32 on CPU.
+        offload: "model": diffusers' model CPU offload (components wait in RAM and run on
+            ``device`` one at a time; for cards smaller than the model). Needs an accelerator.
+        text_encoder_cpu: keep the text encoder on the CPU in float32 (it runs once per
+            request; on a small card its memory is better spent on the UNet).
+    Raises:
+        ValueError: an unknown dtype or offload mode, or offload asked on a CPU device.
+    """
     import torch
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     from v2a_server.pipelines import STAV2APipeline
 
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if offload == "model" and torch.device(device).type == "cpu":
+        raise ValueError("--offload model needs an accelerator device (e.g. --device cuda): on "
+                         "the CPU the whole model already lives in main memory")
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     path = resolve_model_dir(name_or_path)
-    if dtype is None:
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = STAV2APipeline.from_pretrained(str(path), dtype=dtype, **_external_components(path))
+    torch_dtype = resolve_dtype(dtype, device)
+    pipe = STAV2APipeline.from_pretrained(str(path), dtype=torch_dtype, **_external_components(path))
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    if text_encoder_cpu:
+        pipe.keep_text_encoder_on_cpu()
+    if offload == "model":
+        pipe.enable_model_offload(device)
+    else:
+        pipe.to(device)
+        if text_encoder_cpu:
+            pipe.text_encoder.to("cpu")
+    return pipe

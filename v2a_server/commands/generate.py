@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
+
 NAME = "generate"
 HELP = "generate Foley audio + onset markers for a video file"
 
@@ -26,6 +28,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start time in the video, seconds")
     parser.add_argument("--duration", type=float, help="seconds of audio (default: to the end of the video)")
     parser.add_argument("--device", default="cpu", help="torch device for in-process generation")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="precision for in-process generation (auto: float16 on a GPU, float32 on CPU)")
+    parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
+                        help="'model': components wait in RAM and run on the GPU one at a time (small cards)")
+    parser.add_argument("--text-encoder-cpu", action="store_true",
+                        help="run the text encoder on the CPU (float32), sparing GPU memory")
     parser.add_argument("--server", help="generate on a running v2a-server, e.g. tcp://127.0.0.1:5555 (default: in-process)")
     parser.add_argument("--server-key", help="the server's CURVE public key (z85 text or key file), for a non-loopback server")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server's result")
@@ -83,9 +91,20 @@ def run(args) -> int:
     return 0
 
 
-def _frames_for(args, read_video, fps):
+# Frames are decoded with their long side at most this (what the embedded model has always read).
+DECODE_SIDE = 256
+
+
+def decode_side(image_size: int | None) -> int:
+    """Long side to decode a video at for an encoder reading image_size × image_size: never so
+    small that the encoder's resize would upscale the short side of a frame up to 2:1 (a
+    360×640 clip decoded at 256×144 loses a third of its lines before a 224 encoder)."""
+    return max(DECODE_SIDE, 2 * int(image_size)) if image_size else DECODE_SIDE
+
+
+def _frames_for(args, read_video, fps, image_size):
     limit = None if args.duration is None else args.start + args.duration
-    video = read_video(args.video, fps=fps, max_duration_s=limit)
+    video = read_video(args.video, fps=fps, max_side=decode_side(image_size), max_duration_s=limit)
     frames = video.frames[int(round(args.start * video.fps)) :]
     if len(frames) == 0:
         raise SystemExit(f"v2a generate: --start {args.start} s is past the end of {args.video} ({video.duration_s:.2f} s)")
@@ -96,8 +115,14 @@ def _frames_for(args, read_video, fps):
 def _generate_local(args, read_video) -> dict:
     from v2a_server.model_store import load_pipeline
 
-    pipe = load_pipeline(args.model, device=args.device)
-    frames, fps, duration = _frames_for(args, read_video, pipe.model_fps)
+    try:
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, offload=args.offload,
+                             text_encoder_cpu=args.text_encoder_cpu)
+    except ValueError as exc:  # an offload the device cannot do: say so, not a traceback
+        raise SystemExit(f"v2a generate: {exc}") from None
+    encoder = getattr(pipe, "video_encoder", None)
+    frames, fps, duration = _frames_for(args, read_video, pipe.model_fps,
+                                        encoder.config.image_size if encoder is not None else None)
     out = pipe(
         frames=frames, frames_fps=fps, duration_s=duration, caption=args.caption,
         negative_caption=args.negative_caption, seed=args.seed, num_inference_steps=args.steps,
@@ -141,7 +166,8 @@ def _generate_remote(args, read_video) -> dict:
             if info is None and (waited > ready_within or (client.server_info is None and waited > NO_ANSWER_S)):
                 state = (client.server_info or {}).get("state", "no answer")
                 raise SystemExit(f"v2a generate: {args.server} is not ready after {waited:.0f} s ({state}); is v2a-server running there?")
-        frames, fps, duration = _frames_for(args, read_video, float(info["model_fps"]))
+        frames, fps, duration = _frames_for(args, read_video, float(info["model_fps"]),
+                                            info.get("model_image_size"))
         try:
             event = client.generate_blocking(
                 frames, timeout_s=args.timeout, frames_fps=fps, duration_s=duration, caption=args.caption,

@@ -16,6 +16,7 @@ import sys
 import zmq
 
 from foley_protocol.protocol import DEFAULT_ENDPOINT
+from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
 from v2a_server.serving.engine import LocalEngine
 from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
 
@@ -30,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", action="append", default=None,
                         help="device for one model worker; repeat for more (default: cuda if "
                         "available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="precision of the model (default auto: float16 on a GPU, float32 "
+                        "on CPU; bfloat16 for cards that have it)")
+    parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
+                        help="'model': keep the components in RAM and move one at a time to the "
+                        "GPU (for cards smaller than the model; slower)")
+    parser.add_argument("--text-encoder-cpu", action="store_true",
+                        help="run the text encoder on the CPU (float32), sparing GPU memory")
     parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
                         help=f"waiting jobs before `busy` (default {DEFAULT_MAX_QUEUE})")
     parser.add_argument("--model-id", default=None, help="name reported to clients")
@@ -83,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     # The embedded model is reported by the name users ask for it with.
     model_id = args.model_id or ("default" if args.model == "default"
                                  else os.path.basename(os.path.normpath(model_dir)))
-    engine = LocalEngine(model_dir, args.device or default_devices(), args.dtype, args.threads)
+    devices = args.device or default_devices()
+    if args.offload != "none" and "cpu" in devices:
+        raise SystemExit("v2a-server: --offload model needs a GPU device (--device cuda): on the "
+                         "CPU the whole model already lives in main memory")
+    engine = LocalEngine(model_dir, devices, args.dtype, args.threads, offload=args.offload,
+                         text_encoder_cpu=args.text_encoder_cpu)
     server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
                          signing_key, read_local_files=False if args.no_local_files else None,
                          media_roots=tuple(args.media_root))

@@ -5,8 +5,8 @@ in plain torch so that ``cavp_epoch66.ckpt`` loads by key name without mmcv/mmac
 module names follow mmaction's ``ResNet3d`` (``conv1.conv``/``conv1.bn``,
 ``layerN.M.conv{1,2,3}.{conv,bn}``, ``layerN.0.downsample.{conv,bn}``).
 
-Reference behaviour (model.md §1.1): frames resized to 224×224 (aspect not kept), RGB in [0, 1]
-with no mean/std normalisation; all temporal strides are 1 so every input frame yields one
+Reference behaviour (model.md §1.1): frames resized to 224×224 (aspect not kept) with PIL's
+bilinear filter, which antialiases when shrinking; RGB in [0, 1] with no mean/std normalisation; all temporal strides are 1 so every input frame yields one
 feature step; spatial average pooling, Linear 2048→512 and an L2 normalisation per step.
 """
 
@@ -91,6 +91,19 @@ class ResNet3dSlowOnly(nn.Module):
         return x
 
 
+def resize_bilinear(x: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
+    """float [N, C, H, W] → [N, C, size, size], bilinear with half-pixel centres.
+
+    ``antialias=True`` is PIL's ``Image.resize(..., BILINEAR)``, the reference's resize: when
+    shrinking, the triangle filter widens with the scale so that every source pixel counts
+    (equal to PIL within its uint8 rounding, ≤ 1/255). ``False`` reads 4 pixels per output
+    pixel and aliases fine detail (up to 97/255 per pixel on a 360×640 frame); the embedded
+    default model was trained so. Computed in float32: half-precision antialiasing is not
+    available on every device."""
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=antialias).to(x.dtype)
+
+
 class CAVPVideoEncoder(ModelMixin, ConfigMixin):
     """Frames → unit-norm per-step video embeddings (CAVP).
 
@@ -100,6 +113,7 @@ class CAVPVideoEncoder(ModelMixin, ConfigMixin):
         spatial_strides / inflate: per-stage values (reference (1,2,2,2) and (0,0,1,1)).
         embed_dim: output feature size (512).
         image_size: frames are resized to image_size × image_size (224), aspect not kept.
+        resize_antialias: resize as PIL's bilinear does (the reference; see ``resize_bilinear``).
     """
 
     @register_to_config
@@ -111,6 +125,7 @@ class CAVPVideoEncoder(ModelMixin, ConfigMixin):
         inflate: tuple[int, ...] = (0, 0, 1, 1),
         embed_dim: int = 512,
         image_size: int = 224,
+        resize_antialias: bool = True,
     ):
         super().__init__()
         self.video_encoder = ResNet3dSlowOnly(
@@ -121,11 +136,11 @@ class CAVPVideoEncoder(ModelMixin, ConfigMixin):
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames [B, T, H, W, 3] → float [B, 3, T, S, S] in [0, 1] (S = image_size)."""
         b, t, h, w, _ = frames.shape
-        x = frames.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).to(self.dtype) / 255.0
+        x = frames.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float() / 255.0
         size = self.config.image_size
         if (h, w) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return x.reshape(b, t, 3, size, size).permute(0, 2, 1, 3, 4)
+            x = resize_bilinear(x, size, self.config.resize_antialias)
+        return x.to(self.dtype).reshape(b, t, 3, size, size).permute(0, 2, 1, 3, 4)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Encode frames.

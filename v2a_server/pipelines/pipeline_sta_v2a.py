@@ -151,7 +151,10 @@ class STAV2APipeline(DiffusionPipeline):
     DPM-Solver++ sampler is derived from its config), ``vae`` (mel VAE), ``vocoder`` (HiFi-GAN).
     """
 
-    model_cpu_offload_seq = "text_encoder->video_encoder->conditioner->controlnet->unet->vae->vocoder"
+    # The model offload chain: each component's hook moves the one before it off the device.
+    # The ControlNet stays out of it (diffusers' ControlNet pipelines do the same): it alternates
+    # with the UNet at every step, and in the chain one of the two would move at every step.
+    model_cpu_offload_seq = "text_encoder->video_encoder->conditioner->unet->vae->vocoder"
     _optional_components = ["video_encoder"]
 
     def __init__(
@@ -168,12 +171,16 @@ class STAV2APipeline(DiffusionPipeline):
         vocoder: SpeechT5HifiGan,
         default_guidance_scale: float = 3.0,
         default_controlnet_scale: float = 1.0,
+        caption_prefix: str = "",
     ):
         super().__init__()
         # A model's own tuned sampling defaults travel in its model_index.json (measured per
-        # model: the embedded default model aligns best with a stronger ControlNet).
+        # model: the embedded default model aligns best with a stronger ControlNet), and so does
+        # the text its training run put before every caption (the release's summary.jsonl
+        # ``prefix``), so that a request's caption reads as the model was trained on it.
         self.register_to_config(default_guidance_scale=float(default_guidance_scale),
-                                default_controlnet_scale=float(default_controlnet_scale))
+                                default_controlnet_scale=float(default_controlnet_scale),
+                                caption_prefix=str(caption_prefix))
         self.register_modules(
             video_encoder=video_encoder,
             conditioner=conditioner,
@@ -185,6 +192,31 @@ class STAV2APipeline(DiffusionPipeline):
             vae=vae,
             vocoder=vocoder,
         )
+
+    # ---- placement: device, offload, the text encoder on the CPU ---------------------------
+
+    def keep_text_encoder_on_cpu(self) -> None:
+        """Run the text encoder on the CPU in float32 whatever the pipeline's device and dtype
+        (once per request, a few tokens; float32 because CPU half-precision kernels are slow or
+        missing). It leaves the offload chain."""
+        self.text_encoder.to("cpu", torch.float32)
+        self._exclude_from_cpu_offload = ["text_encoder"]
+
+    def enable_model_offload(self, device: str | torch.device) -> None:
+        """diffusers' model CPU offload onto ``device``, honouring ``keep_text_encoder_on_cpu``."""
+        if "text_encoder" in self._exclude_from_cpu_offload:
+            self.model_cpu_offload_seq = "->".join(
+                name for name in type(self).model_cpu_offload_seq.split("->") if name != "text_encoder")
+        self.enable_model_cpu_offload(device=device)
+        if "text_encoder" in self._exclude_from_cpu_offload:
+            self.text_encoder.to("cpu")  # diffusers moves an excluded component to the device
+
+    def _offload_all(self) -> None:
+        """After a call under model offload: every component back to the CPU. (Not diffusers'
+        ``maybe_free_model_hooks``: it re-enables offload, which would move a text encoder kept
+        on the CPU to the device.)"""
+        for hook in getattr(self, "_all_hooks", ()):
+            hook.offload()
 
     # ---- facts about the loaded model -------------------------------------------------------
 
@@ -287,34 +319,46 @@ class STAV2APipeline(DiffusionPipeline):
         the video ends, as the release pads)."""
         idx = self.sample_frame_indices(len(frames), frames_fps, num_steps)
         valid = idx >= 0
-        feats = torch.zeros(num_steps, self.conditioner.config.feature_dim, device=self.device, dtype=self.conditioner.dtype)
+        device = self._execution_device
+        feats = torch.zeros(num_steps, self.conditioner.config.feature_dim, device=device, dtype=self.conditioner.dtype)
         if valid.any():
             chunk = self.conditioner.config.video_steps_per_window
             picked = frames[idx[valid]]
             out = []
             for i in range(0, len(picked), chunk):  # the release encodes 40 frames as one clip
-                clip = torch.from_numpy(np.ascontiguousarray(picked[i : i + chunk]))[None].to(self.device)
+                clip = torch.from_numpy(np.ascontiguousarray(picked[i : i + chunk]))[None].to(device)
                 out.append(self.video_encoder(clip)[0])
-            feats[torch.from_numpy(valid).to(self.device)] = torch.cat(out).to(feats.dtype)
+            feats[torch.from_numpy(valid).to(device)] = torch.cat(out).to(feats.dtype)
         return feats
 
     # ---- 2. text ----------------------------------------------------------------------------
 
+    def conditioning_caption(self, caption: str) -> str:
+        """The text the encoder reads for ``caption``: the model's ``caption_prefix`` + caption.
+        Only the caption: the reference prepends the prefix to the prompts and encodes its
+        unconditional "" as is."""
+        return self.config.caption_prefix + caption
+
     def encode_prompts(self, caption: str, negative_caption: str, do_cfg: bool):
         """Conditional (and unconditional) text states projected to the context width."""
+        caption = self.conditioning_caption(caption)
         cond, cond_mask = encode_text(self.tokenizer, self.text_encoder, [caption])
         if not do_cfg:
-            return self.conditioner.project_text(cond.to(self.conditioner.dtype)), cond_mask, None, None
+            return (*self._project_text(cond, cond_mask), None, None)
         # The release pads the unconditional prompt to the conditional one's length.
         length = cond.shape[1]
         uncond, uncond_mask = encode_text(self.tokenizer, self.text_encoder, [negative_caption], pad_to=length)
         if uncond.shape[1] > length:  # a longer negative caption: pad the conditional side instead
             cond, cond_mask = encode_text(self.tokenizer, self.text_encoder, [caption], pad_to=uncond.shape[1])
-        proj = self.conditioner.project_text
-        return (
-            proj(cond.to(self.conditioner.dtype)), cond_mask,
-            proj(uncond.to(self.conditioner.dtype)), uncond_mask,
-        )
+        return (*self._project_text(cond, cond_mask), *self._project_text(uncond, uncond_mask))
+
+    def _project_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states → the context width, both on the execution device. The projection runs
+        where the conditioner's weights are: it is not the conditioner's forward, so under
+        offload no hook brings them to the device; the text may come from a CPU encoder."""
+        states = self.conditioner.project_text(states.to(self.conditioner.device, self.conditioner.dtype))
+        device = self._execution_device
+        return states.to(device), mask.to(device)
 
     # ---- 3. sampler -------------------------------------------------------------------------
 
@@ -330,7 +374,7 @@ class STAV2APipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """Waveform [B, window_samples] → scaled latents [B, C, frames, bins] (posterior mean)."""
-        mel = MelFrontEnd(sample_rate=self.sample_rate).to(self.device)(audio.float())
+        mel = MelFrontEnd(sample_rate=self.sample_rate).to(audio.device)(audio.float())
         moments = self.vae.encode(mel.unsqueeze(1).to(self.vae.dtype)).latent_dist
         return moments.mean * self.vae.config.scaling_factor
 
@@ -430,8 +474,9 @@ class STAV2APipeline(DiffusionPipeline):
             if frames is not None:
                 features = self.encode_video(frames, frames_fps, total_video_steps)
             else:
-                given = torch.as_tensor(np.asarray(video_features), dtype=self.conditioner.dtype, device=self.device)
-                features = torch.zeros(total_video_steps, given.shape[1], dtype=given.dtype, device=self.device)
+                device = self._execution_device
+                given = torch.as_tensor(np.asarray(video_features), dtype=self.conditioner.dtype, device=device)
+                features = torch.zeros(total_video_steps, given.shape[1], dtype=given.dtype, device=device)
                 features[: min(len(given), total_video_steps)] = given[:total_video_steps]
 
         # 2. text
@@ -479,7 +524,7 @@ class STAV2APipeline(DiffusionPipeline):
                     continue
                 with timer("vae_encode"):
                     known = self._window_source_latents(inpaint_audio, plan, w)
-                mask = torch.from_numpy(mask_np).to(self.device, known.dtype)[None, None, :, None]
+                mask = torch.from_numpy(mask_np).to(known.device, known.dtype)[None, None, :, None]
 
             with timer("denoise"):
                 latents = self._denoise(run, w, tokens, control, known, mask)
@@ -495,6 +540,7 @@ class STAV2APipeline(DiffusionPipeline):
             audio = self._composite_range(audio, np.asarray(inpaint_audio, np.float32), inpaint_range_s, inpaint_margin_s)
         onset_probs = stitch([p[None] for p in windows_onsets], plan, per_sample=False)[0]
         times, strengths = pick_onsets(onset_probs, 1.0 / self.latent_fps, onset_threshold)
+        self._offload_all()
         return STAV2APipelineOutput(
             audio=audio,
             sample_rate=self.sample_rate,
@@ -517,7 +563,7 @@ class STAV2APipeline(DiffusionPipeline):
             piece = torch.as_tensor(np.asarray(onset_hints, np.float32)[start : start + plan.window_frames])
             hints[: len(piece), 0] = piece
             hints[: len(piece), 1] = 1.0
-        return hints.to(self.device, self.conditioner.dtype)[None].expand(batch, -1, -1)
+        return hints.to(self._execution_device, self.conditioner.dtype)[None].expand(batch, -1, -1)
 
     @staticmethod
     def _window_source_audio(inpaint_audio, plan: WindowPlan, window: int) -> np.ndarray:
@@ -530,7 +576,7 @@ class STAV2APipeline(DiffusionPipeline):
 
     def _window_source_latents(self, inpaint_audio, plan: WindowPlan, window: int) -> torch.Tensor:
         piece = self._window_source_audio(inpaint_audio, plan, window)
-        return self.encode_audio(torch.from_numpy(piece)[None].to(self.device)).to(self.unet.dtype)
+        return self.encode_audio(torch.from_numpy(piece)[None].to(self._execution_device)).to(self.unet.dtype)
 
     def _composite_range(self, new: np.ndarray, old: np.ndarray, range_s, margin_s: float) -> np.ndarray:
         """Old audio outside the range, new inside, equal-power joins of margin_s at both ends."""
@@ -548,12 +594,13 @@ class STAV2APipeline(DiffusionPipeline):
         cond_text, cond_mask = run.cond_text, run.cond_mask
         uncond_text, uncond_mask = run.uncond_text, run.uncond_mask
         scheduler = self.make_scheduler(run.sampler)
-        scheduler.set_timesteps(run.steps, device=self.device)
+        device = self._execution_device
+        scheduler.set_timesteps(run.steps, device=device)
         dtype = self.unet.dtype
-        noise = torch.randn(run.shape, generator=run.generator).to(self.device, dtype)
+        noise = torch.randn(run.shape, generator=run.generator).to(device, dtype)
         latents = noise * scheduler.init_noise_sigma
         batch = run.shape[0]
-        ones = torch.ones(batch, tokens.shape[1], dtype=torch.bool, device=self.device)
+        ones = torch.ones(batch, tokens.shape[1], dtype=torch.bool, device=device)
 
         # Context = [text ; global video tokens]; video tokens are in both CFG halves.
         context = torch.cat([cond_text.expand(batch, -1, -1), tokens], dim=1).to(dtype)

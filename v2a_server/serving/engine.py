@@ -80,22 +80,27 @@ class LocalEngine:
     Args:
         model_dir: the model folder (``save_pretrained`` output).
         devices: one worker per entry ("cpu", "cuda", "cuda:1").
-        dtype: "auto", "float32" or "float16".
+        dtype: "auto", "float32", "float16" or "bfloat16".
         num_threads: torch CPU threads per CPU worker (None: all cores but one).
+        offload / text_encoder_cpu: placement of the model, as ``model_store.load_pipeline``.
     """
 
     def __init__(self, model_dir: str, devices: list[str], dtype: str = "auto",
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, *, offload: str = "none",
+                 text_encoder_cpu: bool = False):
         self.model_dir = model_dir
         self.devices = list(devices)
         self.dtype = dtype
         self.num_threads = num_threads
+        self.offload = offload
+        self.text_encoder_cpu = text_encoder_cpu
         self._workers: list[ModelWorker] = []
 
     def start(self, jobs: JobQueue, post: Post) -> None:
         for device in self.devices:
             worker = ModelWorker(self.model_dir, device, self.dtype, jobs, post,
-                                 self.num_threads)
+                                 self.num_threads, offload=self.offload,
+                                 text_encoder_cpu=self.text_encoder_cpu)
             self._workers.append(worker)
             worker.start()
 

@@ -49,18 +49,23 @@ class ModelWorker(threading.Thread):
     Args:
         model_dir: folder written by ``save_pretrained`` (``v2a create-model``).
         device: "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", "float16" or "auto" (float16 on CUDA, float32 on CPU).
+        dtype: "float32", "float16", "bfloat16" or "auto" (float16 on CUDA, float32 on CPU).
         jobs: the shared queue.
         post: thread-safe callable that hands an event to the socket loop.
         num_threads: torch CPU threads (None: all cores but one).
+        offload: "none" or "model" (diffusers' model CPU offload; an accelerator only).
+        text_encoder_cpu: run the text encoder on the CPU in float32.
     """
 
     def __init__(self, model_dir: str, device: str, dtype: str, jobs: JobQueue,
-                 post: Callable[[EngineEvent], None], num_threads: int | None = None):
+                 post: Callable[[EngineEvent], None], num_threads: int | None = None, *,
+                 offload: str = "none", text_encoder_cpu: bool = False):
         super().__init__(name=f"worker-{device}", daemon=True)
         self.model_dir = model_dir
         self.device = device
         self.dtype = dtype
+        self.offload = offload
+        self.text_encoder_cpu = text_encoder_cpu
         self.jobs = jobs
         self.post = post
         self.num_threads = num_threads
@@ -95,7 +100,7 @@ class ModelWorker(threading.Thread):
             job = self.jobs.take(TAKE_TIMEOUT_S)
             if job is None:
                 continue
-            self._reset_peak_memory()
+            self.reset_peak_memory()
             self.job, self.state = job, "busy"
             try:
                 final = self._run_job(job)
@@ -116,16 +121,34 @@ class ModelWorker(threading.Thread):
             threads = self.num_threads or max(1, (os.cpu_count() or 2) - 1)
             torch.set_num_threads(threads)
         t0 = time.monotonic()
-        dtype = None if self.dtype == "auto" else getattr(torch, self.dtype)
-        pipe = load_pipeline(self.model_dir, device=self.device, dtype=dtype)
+        pipe = load_pipeline(self.model_dir, device=self.device, dtype=self.dtype,
+                             offload=self.offload, text_encoder_cpu=self.text_encoder_cpu)
         self.pipe = pipe
         self.model_fps = float(pipe.model_fps)
         encoder = getattr(pipe, "video_encoder", None)
         self.image_size = int(encoder.config.image_size) if encoder is not None else None
         self.sample_rate = int(pipe.sample_rate)
-        logger.info("worker %s: model %s loaded in %.1f s (%s, model_fps %.3g, %d Hz, "
-                    "%d torch threads)", self.device, self.model_dir, time.monotonic() - t0,
-                    pipe.dtype, self.model_fps, self.sample_rate, torch.get_num_threads())
+        logger.info("worker %s: model %s loaded in %.1f s (%s, offload %s, text encoder on %s, "
+                    "model_fps %.3g, %d Hz, %d torch threads)", self.device, self.model_dir,
+                    time.monotonic() - t0, pipe.unet.dtype, self.offload,
+                    pipe.text_encoder.device, self.model_fps, self.sample_rate,
+                    torch.get_num_threads())
+
+    # ---- peak memory of a job -----------------------------------------------------------
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement (each job calls it as it starts)."""
+        from v2a_server.pipelines.device_memory import reset_peak_memory
+
+        reset_peak_memory(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak memory since the current (or last) job started: on CUDA the bytes torch
+        allocated on this worker's device; on CPU the process's peak RSS (the server and any
+        other worker included). None: unknown."""
+        from v2a_server.pipelines.device_memory import peak_memory_bytes
+
+        return peak_memory_bytes(self.device)
 
     def memory_bytes(self) -> tuple[int | None, int | None]:
         """(used, total) memory of this worker's device; process RSS and RAM on CPU."""
@@ -141,37 +164,6 @@ class ModelWorker(threading.Thread):
             return rss, int(os.sysconf("SC_PHYS_PAGES") * page)
         except (OSError, ValueError, RuntimeError, AttributeError):
             return None, None
-
-    # Peak memory per job: on CUDA torch's allocator peak on this device (reset as a job
-    # starts): the tensors of this worker alone. On CPU the process's peak RSS (VmHWM, reset
-    # through /proc/self/clear_refs as a job starts), like memory_used_bytes the whole process,
-    # model included; None where the kernel has no such counters.
-    def _reset_peak_memory(self) -> None:
-        try:
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.reset_peak_memory_stats(torch.device(self.device))
-            else:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        except (OSError, RuntimeError, AttributeError):
-            pass  # peak_memory_bytes then reports a peak since an earlier reset, or None
-
-    def peak_memory_bytes(self) -> int | None:
-        """The peak memory of this worker's device since the current (or last) job began."""
-        try:
-            if self.device.startswith("cuda"):
-                import torch
-
-                return int(torch.cuda.max_memory_allocated(torch.device(self.device)))
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, RuntimeError, AttributeError):
-            pass
-        return None
 
     # ---- one job ------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class WindowSpec:
     video_fps: float
     video_steps: int
     image_size: int
+    resize_antialias: bool = True
 
     @classmethod
     def from_pipeline(cls, pipe) -> "WindowSpec":
@@ -50,6 +51,7 @@ class WindowSpec:
             video_fps=float(cond.video_fps),
             video_steps=cond.video_steps_per_window,
             image_size=pipe.video_encoder.config.image_size,
+            resize_antialias=pipe.video_encoder.config.resize_antialias,
         )
 
 
@@ -80,14 +82,15 @@ def onset_labels(wave: np.ndarray, sample_rate: int, num_frames: int, latent_fps
     return labels
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [T, H, W, 3] → uint8 [T, size, size, 3], bilinear like the encoder's preprocess."""
+def resize_frames(frames: np.ndarray, size: int, antialias: bool = True) -> np.ndarray:
+    """uint8 [T, H, W, 3] → uint8 [T, size, size, 3], the encoder's preprocess resize."""
     import torch
-    import torch.nn.functional as F
+
+    from v2a_server.models.cavp import resize_bilinear
 
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        x = resize_bilinear(x, size, antialias)
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
@@ -146,7 +149,7 @@ def build_cache(manifest: str | Path, cache_dir: str | Path, spec: WindowSpec, s
             window_s = spec.video_steps / spec.video_fps
             video = read_video(video_path, fps=spec.video_fps, max_side=None, max_duration_s=window_s)
             k = min(len(video.frames), spec.video_steps)
-            frames[i, :k] = resize_frames(video.frames[:k], spec.image_size)
+            frames[i, :k] = resize_frames(video.frames[:k], spec.image_size, spec.resize_antialias)
             steps[i] = k
             wave = preprocess_audio(read_audio_16k(audio_path, spec.sample_rate), spec.window_samples)
             audio[i] = wave.astype(np.float16)
