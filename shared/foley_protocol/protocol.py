@@ -48,7 +48,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 1  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 3  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -68,6 +68,7 @@ DEFAULT_TIMEOUTS_S = {
     "cancel": 5.0,
     "generate": 900.0,
     "prepare": 120.0,
+    "fetch": 5.0,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +241,10 @@ SAMPLERS = ("dpmpp", "ddpm")
 SERVER_STATES = ("loading", "ready", "stopping", "failed")
 WORKER_STATES = ("loading", "idle", "busy", "failed")
 CANCEL_OUTCOMES = ("queued", "running", "unknown")
+# what a fetch found: the final reply follows ("done"); the job runs or waits and its replies now
+# come to this connection ("running", "queued"); no such job of this client key ("unknown":
+# never submitted, expired, or lost when the server stopped: submit it again)
+FETCH_OUTCOMES = ("done", "running", "queued", "unknown")
 
 # frames encoding "source" and the prepare request: a movie file the server reads itself
 SOURCE_FIELD = Field("object", fields={
@@ -272,6 +277,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
         "minor": Field("int", required=False, lo=0, hi=1000,
                        doc="the highest minor version the client speaks of the highest major in "
                        "versions; absent: 0"),
+        "client_key": Field("id", required=False,
+                            doc="a stable, secret key of the client's project (e.g. a uuid4 per "
+                            ".blend): its jobs outlive the connection, their final replies are "
+                            "kept in the server's spool, and a later connection with the same key "
+                            "may fetch them"),
     },
     "generate": {
         "frames": Field("object", fields={
@@ -309,6 +319,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
         }, doc="ask for one PNG sync picture per take in the result"),
     },
     "cancel": {"request_id": Field("id")},
+    "fetch": {"request_id": Field("id", doc="the generate request whose final reply is wanted")},
     "ping": {},
     "status": {},
     "prepare": {"source": SOURCE_FIELD},
@@ -407,6 +418,10 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "request_id": Field("id"),
         "was": Field("str", choices=CANCEL_OUTCOMES),
     },
+    "fetch_reply": {
+        "request_id": Field("id"),
+        "was": Field("str", choices=FETCH_OUTCOMES),
+    },
     "prepare_reply": {
         "frames": Field("int", lo=1, hi=MAX_FRAME_COUNT, doc="frames now ready on the server"),
         "cached": Field("bool", doc="they were ready already"),
@@ -438,7 +453,8 @@ REQUEST_TYPES = tuple(REQUEST_SCHEMAS)
 REPLY_TYPES = tuple(REPLY_SCHEMAS)
 # Requests answered by one final reply of this type (besides "error").
 FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_reply",
-               "ping": "pong", "status": "status_reply", "prepare": "prepare_reply"}
+               "ping": "pong", "status": "status_reply", "prepare": "prepare_reply",
+               "fetch": "fetch_reply"}
 
 _HEADER_KEYS = ("v", "type", "id", "parent", "body")
 
@@ -458,6 +474,10 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
         "prepare", "prepare_reply",
         # the minor version itself
         "hello.minor", "hello_reply.minor",
+    ),
+    3: (
+        # finished takes outlive the client: a client key, the result spool and fetch
+        "hello.client_key", "fetch", "fetch_reply",
     ),
 }
 
