@@ -596,6 +596,8 @@ class FoleyServer:
             if outcome == "gone":
                 self._undeliverable(identity, message, spooled)
                 return
+            logger.info("client %s is not reading: its replies wait (at most %d MB in memory)",
+                        identity.hex(), self.client_budget_bytes // 2**20)
             outbox = self._outboxes[identity] = Outbox(self.client_budget_bytes)
         self._wait(identity, outbox, message, final_of, spooled)
 
