@@ -81,6 +81,7 @@ JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 # Messages the socket holds for one client before a send fails with EAGAIN and the rest waits
 # in the client's outbox: bounds the memory a client that does not read costs (with the budget).
 SEND_HWM = 8
+KEYED_CLIENT_FORGET_S = 600.0  # a silent keyed connection's state (its key) is kept this long
 FLUSH_TICK_S = 0.02  # how soon the loop retries sending to a client whose pipe was full
 # Final replies not worth keeping for a later fetch: the job did not fail, the server stopped;
 # a fetch then says "unknown", as after a crash, and the client submits again.
@@ -532,12 +533,16 @@ class FoleyServer:
             silent_s = now - client.last_seen
             if silent_s <= HEARTBEAT_LIVENESS * client.heartbeat_interval_s:
                 continue
-            if not client.jobs:
-                del self.clients[identity]
-                self._client_gone(identity)
-                continue
             if client.key is not None:
-                continue  # its jobs run on; their replies wait in the spool for a fetch
+                # its jobs run on, their replies wait (outbox, spool); a stalled client that
+                # reads again is still this connection, with its key, for a while
+                if not client.jobs and silent_s > KEYED_CLIENT_FORGET_S:
+                    del self.clients[identity]
+                continue
+            if not client.jobs:
+                # what waits in its outbox stays until sent or the connection is gone
+                del self.clients[identity]
+                continue
             reason = (f"no heartbeat from the client for {silent_s:.1f} s "
                       f"(liveness {HEARTBEAT_LIVENESS} x {client.heartbeat_interval_s} s)")
             for job in list(client.jobs.values()):
