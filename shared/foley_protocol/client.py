@@ -59,6 +59,7 @@ from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Callable, Iterable, Sequence
 
 import zmq
+import zmq.utils.monitor
 
 from foley_protocol.protocol import (
     DEFAULT_ENDPOINT,
@@ -267,6 +268,7 @@ class FoleyClient:
         self._backlog: list[Event] = []
         self._fetching: dict[str, str] = {}  # open fetch id -> the generate it asks for
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self._backoff_s = RECONNECT_BACKOFF_MIN_S
         self._silence_limit_s = self.liveness * self.heartbeat_interval_s
         self._last_heard = self._last_ping = self._last_tick = time.monotonic()
@@ -419,9 +421,7 @@ class FoleyClient:
 
     def close(self) -> None:
         """Close the socket (LINGER 0). Open requests are dropped without events."""
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        self._close_socket()
         self._pending.clear()
         self._fetching.clear()
         self.state = "closed"
@@ -445,6 +445,10 @@ class FoleyClient:
             sock.curve_publickey = public
             sock.curve_secretkey = secret
             sock.curve_serverkey = self._server_key
+        # A server that restarts on the same address answers pings at once, but knows nothing of
+        # this connection's requests (and replies to its new routing id): a closed connection
+        # is a lost server, not only silence.
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
         self._socket = sock
         self.state = "connecting"
@@ -466,7 +470,27 @@ class FoleyClient:
                 body["client_key"] = self.client_key
         return body
 
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.disable_monitor()
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _connection_closed(self) -> bool:
+        """The TCP connection of a ready socket was closed (monitor event)."""
+        closed = False
+        while self._monitor is not None and self._monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+            closed = closed or event["event"] == zmq.EVENT_DISCONNECTED
+        return closed and self.state == "ready"
+
     def _receive_all(self, events: list[Event]) -> None:
+        if self._connection_closed():
+            self._server_lost(events, time.monotonic(), closed=True)
+            return
         sock = self._socket
         while sock is not None:
             try:
@@ -568,10 +592,13 @@ class FoleyClient:
         next_deadline = min((p.deadline for p in self._pending.values()), default=now + 1.0) - now
         return max(0.001, min(next_ping, next_loss, next_deadline))
 
-    def _server_lost(self, events: list[Event], now: float) -> None:
+    def _server_lost(self, events: list[Event], now: float, closed: bool = False) -> None:
         silent_s = now - self._last_heard
         message = (f"no reply from {self.endpoint} for {silent_s:.1f} s "
                    f"(liveness {self.liveness} x {self.heartbeat_interval_s} s)")
+        if closed:
+            message = (f"the connection to {self.endpoint} was closed: the server stopped or "
+                       "restarted")
         was_ready = self.state == "ready"
         self._fail_pending(events, "server_lost", message)
         self._pending.clear()
@@ -581,9 +608,7 @@ class FoleyClient:
                                 local=True))
             logger.warning("%s; reconnecting", message)
         # Lazy Pirate: a fresh socket drops whatever was queued for the dead server.
-        assert self._socket is not None
-        self._socket.close(linger=0)
-        self._socket = None
+        self._close_socket()
         self._silence_limit_s = max(self.liveness * self.heartbeat_interval_s, self._backoff_s)
         self._backoff_s = min(RECONNECT_BACKOFF_MAX_S, self._backoff_s * 2)
         self._open_socket()

@@ -44,6 +44,12 @@ def _pump_until(jobs, condition, timeout_s=90.0):
         time.sleep(0.01)
 
 
+def _close_blender(jobs) -> None:
+    """As if Blender were closed: the file goes, and the connection with it."""
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    jobs.manager().connection.close()
+
+
 def _takes(scene) -> list:
     return [take for strip in foley_strips(scene) for take in strip.foley.takes]
 
@@ -72,10 +78,10 @@ def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
     job_a = jobs.manager().jobs[-1]
     _pump_until(jobs, lambda: job_a.request_id is not None)
     bpy.ops.wm.save_mainfile()
-    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)  # Blender "closed"
-    assert job_a.state == "cancelled" and "opened again" in job_a.message
-    _pump_until(jobs, lambda: f"{job_a.request_id}" in server.log()
-                and ": done in " in server.log().split(job_a.request_id)[-1])
+    _close_blender(jobs)
+    assert "opened again" in job_a.message
+    _pump_until(jobs, lambda: any(job_a.request_id in line and ": done in " in line
+                                  for line in server.log().splitlines()))
 
     # Reopened: A's take is fetched and placed, once; the editor is told.
     bpy.ops.wm.open_mainfile(filepath=str(project))
@@ -101,7 +107,8 @@ def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
     seed_b = job_b.settings.seed
     assert seed_b is not None  # chosen by the add-on, recorded with the job
     bpy.ops.wm.save_mainfile()
-    server.proc.kill()
+    _close_blender(jobs)
+    server.proc.kill()  # the server crashes while Blender is closed
     server.proc.wait(10)
     server.start()
     server.wait_ready()
@@ -126,3 +133,31 @@ def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
     assert again.state == "done", again.message
     takes = _takes(scene)
     assert np.array_equal(_samples(takes[-1].filepath), _samples(takes[-2].filepath))
+
+
+def test_a_job_lost_in_a_server_restart_is_sent_again_by_itself_once(
+        project, own_server, prefs, jobs, movie_path, tmp_path):
+    server = own_server("--spool-dir", str(tmp_path / "spool"))
+    server.wait_ready()
+    prefs.server_address = server.endpoint
+    prefs.steps = SLOW_STEPS
+    scene = setup_scene(FPS)
+    clip = add_movie(scene, movie_path, channel=1, frame_start=1, name="A")
+    clip.foley.caption = "rain"
+    clip.select = True
+    assert generate() == {"FINISHED"}
+    job = jobs.manager().jobs[-1]
+    _pump_until(jobs, lambda: job.progress.get("stage") == "denoise")
+    seed = job.settings.seed
+    server.proc.kill()  # a crash, and the server is back at once
+    server.proc.wait(10)
+    server.start()
+    _pump_until(jobs, lambda: job.state == "failed" and job.retryable, timeout_s=60)
+    assert "Lost the Foley server" in job.message
+    _pump_until(jobs, lambda: jobs.manager().jobs[-1] is not job, timeout_s=120)
+    again = jobs.manager().jobs[-1]
+    assert "sent again by itself" in job.message and again.auto_retried
+    _pump_until(jobs, lambda: not again.active, timeout_s=180)
+    assert again.state == "done", again.message
+    takes = _takes(bpy.context.scene)
+    assert len(takes) == 1 and takes[0].seed == str(seed)
