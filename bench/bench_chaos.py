@@ -212,8 +212,11 @@ def run(model_dir: Path | None = None, n_jobs: int = 24, n_clients: int = 3, kil
             if restart_at is not None and now >= restart_at:
                 server.start()
                 restart_at = None
-            if next_kill is None and restart_at is None and server.ready_count() == server.starts:
-                next_kill = now + rng.uniform(1.0, 6.0)  # a random point of the work
+            finals = sum(j.final is not None for j in jobs)
+            due = finals >= (kills_done + 1) * n_jobs / (kills + 1)  # kills spread over the run
+            if next_kill is None and restart_at is None and due \
+                    and server.ready_count() == server.starts:
+                next_kill = now + rng.uniform(0.0, 0.5)  # a random point of a job
             if (next_kill is not None and now >= next_kill and kills_done < kills
                     and restart_at is None):
                 server.kill()
@@ -255,6 +258,8 @@ def run(model_dir: Path | None = None, n_jobs: int = 24, n_clients: int = 3, kil
                                 + sum(n - 1 for c in clients for n in c.received.values() if n > 1),
         "duplicate_placements": sum(max(0, j.placed - 1) for j in jobs),
         "seconds": round(time.monotonic() - started, 1),
+        # times a client's pipe was full and its replies waited in its outbox (server log)
+        "outbox_waits": server.log_path.read_text(errors="replace").count("is not reading"),
     }
     for name, value in figures.items():
         out(f"{name:22s} {value}")

@@ -162,8 +162,11 @@ def rss_bytes(proc: ServerProcess) -> int:
 
 @pytest.mark.slow
 def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
-        tiny_model_dir, tmp_path):
-    n_jobs, duration_s = 24, 60.0  # each result: 60 s x 16 kHz x 4 bytes = 3.75 MiB
+        tiny_model_dir, tmp_path, monkeypatch):
+    # RSS as what the server holds: big blocks go back to the system when freed (glibc's
+    # default would keep the heap of results freed long ago and blur the figure)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(MiB))
+    n_jobs, duration_s = 36, 60.0  # each result: 60 s x 16 kHz x 4 bytes = 3.66 MiB
     result_bytes = int(duration_s * 16000 * 4)
     proc = started(spool_server(tiny_model_dir, tmp_path, "--client-budget-mb", "2"))
     stalled = StalledClient(proc.endpoint)
@@ -196,9 +199,10 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
             peak = max(peak, rss_bytes(proc))
         half = n_jobs // 2 * result_bytes
         assert peak - mid < half / 4, ((peak - mid) / MiB, (mid - before) / MiB, half / MiB)
-        # the whole run: the socket's 8 messages (results among them) + the 2 MiB budget +
-        # allocator slack; a server that keeps every unread result grew by 127 MiB here
-        assert peak - before < 0.8 * n_jobs * result_bytes, ((peak - before) / MiB)
+        # the whole run: the socket's 4 messages (results among them) + the 2 MiB budget +
+        # allocator slack; a server that keeps every unread result grows by more than all of
+        # them weigh (24 jobs: 127 MiB)
+        assert peak - before < 0.6 * n_jobs * result_bytes, ((peak - before) / MiB)
         received = stalled.read_all({warm, *ids}, timeout_s=120)
     finally:
         stalled.close()
@@ -206,7 +210,7 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
     results = Counter(m.parent for m in received if m.type == "result")
     assert all(results[i] == 1 for i in [warm, *ids]), results
     progress = Counter(m.parent for m in received if m.type == "progress")
-    assert max(progress[i] for i in ids[8:]) <= 3, progress  # only the newest waited
+    assert max(progress[i] for i in ids[4:]) <= 3, progress  # only the newest waited
     assert not list((tmp_path / "spool").iterdir())  # no key: overflow only, gone once sent
     assert "waits in the spool" not in proc.log()
 

@@ -80,7 +80,7 @@ RECV_BATCH = 256  # requests handled per loop turn before engine events get thei
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
 # Messages the socket holds for one client before a send fails with EAGAIN and the rest waits
 # in the client's outbox: bounds the memory a client that does not read costs (with the budget).
-SEND_HWM = 8
+SEND_HWM = 4
 KEYED_CLIENT_FORGET_S = 600.0  # a silent keyed connection's state (its key) is kept this long
 FLUSH_TICK_S = 0.02  # how soon the loop retries sending to a client whose pipe was full
 # Final replies not worth keeping for a later fetch: the job did not fail, the server stopped;
