@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("properties", "preferences", "operators", "take_operators", "ui", "jobs",
+_MODULES = ("properties", "preferences", "operators", "take_operators", "ui", "lifecycle",
             "review_operators", "review_ui")
 
 

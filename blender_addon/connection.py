@@ -28,17 +28,20 @@ class Connection:
         self._status_request: str | None = None
         self._last_status_at = 0.0
 
-    def ensure(self, endpoint: str, public_key: str, busy: bool) -> FoleyClient:
+    def ensure(self, endpoint: str, public_key: str, busy: bool,
+               client_key: str | None = None) -> FoleyClient:
         """The client for ``endpoint``; a changed address or key makes a new one unless
-        ``busy`` (jobs still run on the current server)."""
+        ``busy`` (jobs still run on the current server). ``client_key``: the .blend's
+        (``recovery``); another .blend's makes a new client too."""
         key = (endpoint, public_key)
-        if self.client is not None and self.key != key and not busy:
+        if self.client is not None and not busy and (
+                self.key != key or self.client.client_key != client_key):
             self.close()
         if self.client is None:
             self.client = FoleyClient(
                 endpoint, server_public_key=public_key or None,
                 client_name=f"Blender {bpy.app.version_string} Foley add-on",
-                heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+                heartbeat_interval_s=HEARTBEAT_INTERVAL_S, client_key=client_key)
             self.key = key
             self.server_status = None
             self._status_request = None

@@ -18,7 +18,8 @@ class JobState(str, enum.Enum):
     CONNECTING (until the server says hello) → CAPTURING (one job at a time, FIFO) → QUEUED /
     RUNNING on the server (progress: stage, step, ETA) → PLACING → DONE; or FAILED /
     CANCELLED, which leave the project untouched (placement is all-or-nothing, and nothing is
-    written before the result arrives).
+    written before the result arrives). FETCHING: a job sent before (the .blend was reopened,
+    or the server came back) whose take is asked for again (``recovery``).
     """
 
     CONNECTING = "connecting"
@@ -29,15 +30,54 @@ class JobState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    FETCHING = "fetching"
 
     def __str__(self) -> str:
         return self.value
 
 
 ACTIVE_STATES = (JobState.CONNECTING, JobState.CAPTURING, JobState.QUEUED, JobState.RUNNING,
-                 JobState.PLACING)
+                 JobState.PLACING, JobState.FETCHING)
 WAITING_FOR_FRAMES = (JobState.CONNECTING, JobState.CAPTURING)
-ON_SERVER = (JobState.QUEUED, JobState.RUNNING)
+ON_SERVER = (JobState.QUEUED, JobState.RUNNING, JobState.FETCHING)
+
+
+def _optional(value: float, lowest: float):
+    """None (the server's or model's default) below ``lowest``."""
+    return value if value >= lowest else None
+
+
+@dataclass
+class GenerateSettings:
+    """What one job asks the model for (None: the server's or the model's default)."""
+
+    caption: str
+    negative_caption: str
+    seed: int | None
+    steps: int | None
+    guidance: float | None
+    sampler: str
+    variations: int
+    onset_hints_s: list[float] | None = None
+
+    @classmethod
+    def from_preferences(cls, prefs, caption: str, seed: int = -1, steps: int = -1,
+                         variations: int = 0) -> "GenerateSettings":
+        """A new take (Generate): the operator's values, else the preferences'."""
+        return cls(caption=caption, negative_caption=prefs.negative_caption,
+                   seed=_optional(seed, 0), steps=(steps if steps >= 0 else prefs.steps) or None,
+                   guidance=_optional(prefs.guidance, 1.0),  # 0: the model's default
+                   sampler=prefs.sampler, variations=variations or prefs.variations)
+
+    @classmethod
+    def from_take(cls, take, prefs, variations: int, caption: str = "", seed: int = -1,
+                  default_steps: int = 0, onset_hints_s: list[float] | None = None,
+                  ) -> "GenerateSettings":
+        """Another version of ``take``: its own settings unless given."""
+        return cls(caption=caption or take.caption, negative_caption=take.negative_caption,
+                   seed=_optional(seed, 0), steps=take.steps or default_steps or None,
+                   guidance=_optional(take.guidance, 1.0), sampler=take.sampler or prefs.sampler,
+                   variations=variations, onset_hints_s=onset_hints_s)
 
 
 @dataclass
@@ -46,7 +86,7 @@ class Job:
 
     number: int
     snapshot: placement.Snapshot
-    settings: Any  # job_request.GenerateSettings: caption, seed, steps, guidance, ...
+    settings: GenerateSettings
     short_side_px: int  # 0: the server model's input size (capture_side_for)
     connect_deadline: float
     job_timeout_s: float
@@ -66,6 +106,12 @@ class Job:
     regen: placement.RegenRequest | None = None  # set for Regenerate Range / with Markers
     # the server may not (preference) or could not read the movie file: render it instead
     source_refused: bool = False
+    # recovery (issue 14): the take is asked for again after a reconnect or a reopen
+    fetch_id: str | None = None  # the open fetch request
+    lost_at: float | None = None  # when the server was lost while it had this job
+    reopened: bool = False  # recorded in the .blend, found when it was opened
+    retryable: bool = False  # the server lost it: the panel offers Retry
+    auto_retried: bool = False  # sent again by itself once already
 
     def __post_init__(self):
         self.state = JobState(self.state)

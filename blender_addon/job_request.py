@@ -9,57 +9,18 @@ request is a ``RequestError`` whose text is for the editor; nothing was queued.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import bpy
 from foley_protocol.protocol import MAX_DURATION_S
 
 from . import compat, files, jobs, placement, sync, takes
 from .capture import CaptureError, check_capturable
-from .job import Job
+from .job import GenerateSettings, Job  # GenerateSettings: what callers import from here
 from .preferences import get_preferences
 
 
 class RequestError(ValueError):
     """The request cannot be made (the message says why); nothing was queued."""
-
-
-def _optional(value: float, lowest: float):
-    """None (the server's or model's default) below ``lowest``."""
-    return value if value >= lowest else None
-
-
-@dataclass
-class GenerateSettings:
-    """What one job asks the model for (None: the server's or the model's default)."""
-
-    caption: str
-    negative_caption: str
-    seed: int | None
-    steps: int | None
-    guidance: float | None
-    sampler: str
-    variations: int
-    onset_hints_s: list[float] | None = None
-
-    @classmethod
-    def from_preferences(cls, prefs, caption: str, seed: int = -1, steps: int = -1,
-                         variations: int = 0) -> "GenerateSettings":
-        """A new take (Generate): the operator's values, else the preferences'."""
-        return cls(caption=caption, negative_caption=prefs.negative_caption,
-                   seed=_optional(seed, 0), steps=(steps if steps >= 0 else prefs.steps) or None,
-                   guidance=_optional(prefs.guidance, 1.0),  # 0: the model's default
-                   sampler=prefs.sampler, variations=variations or prefs.variations)
-
-    @classmethod
-    def from_take(cls, take, prefs, variations: int, caption: str = "", seed: int = -1,
-                  default_steps: int = 0, onset_hints_s: list[float] | None = None,
-                  ) -> "GenerateSettings":
-        """Another version of ``take``: its own settings unless given."""
-        return cls(caption=caption or take.caption, negative_caption=take.negative_caption,
-                   seed=_optional(seed, 0), steps=take.steps or default_steps or None,
-                   guidance=_optional(take.guidance, 1.0), sampler=take.sampler or prefs.sampler,
-                   variations=variations, onset_hints_s=onset_hints_s)
 
 
 def take_range_regen(strip, take, range_s: tuple[float, float],

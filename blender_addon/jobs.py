@@ -21,7 +21,8 @@ import bpy
 from foley_protocol.client import result_audio_numpy, result_sync_pictures
 from foley_protocol.protocol import ProtocolError
 
-from . import capture_cache, compat, frame_route, messages, placement, range_placement, sync
+from . import compat, frame_route, messages, placement, range_placement
+from . import recovery, sync
 from .capture import CaptureError
 from .connection import Connection
 from .job import ON_SERVER, WAITING_FOR_FRAMES, Job, JobState
@@ -51,6 +52,7 @@ class JobManager:
         self.tick_phases: list[tuple[float, str]] = []
         self._phase = "poll"
         self._numbers = itertools.count(1)
+        self.recovery = recovery.JobRecovery(self)
 
     @property
     def prepared(self) -> dict[str, str]:
@@ -107,6 +109,7 @@ class JobManager:
         finished = [j for j in self.jobs if not j.active]
         for old in finished[:-HISTORY]:
             self.jobs.remove(old)
+        self.recovery.ended(job)
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class JobManager:
             if capturing is not None:
                 self._capture_step(capturing, client, t0)
 
+        self.recovery.poll(client, now)  # fetch the takes of jobs sent before
         if ready and self.read_ahead.pending:
             self.read_ahead.send(client)
             self.routes.clear()
@@ -207,6 +211,7 @@ class JobManager:
         job.timings_s["capture_cached"] = float(ready and not from_source)
         job.timings_s["frames_from_source"] = float(from_source)
         frame_route.remember_capture(capture)
+        recovery.choose_seed(job)  # a Retry must get the same audio
         s = job.settings
         t_send = time.perf_counter()
         inpaint = job.regen.inpaint_fields() if job.regen is not None else {}
@@ -226,11 +231,14 @@ class JobManager:
             self._end(job, JobState.FAILED, messages.refused_before_sending(exc), "ERROR")
             return
         job.timings_s["send_s"] = time.perf_counter() - t_send
+        recovery.record(job)
         job.sent_at = time.perf_counter()
         job.state = JobState.QUEUED
         job.progress = {"stage": "queued"}
 
     def _on_event(self, event) -> None:
+        if self.recovery.on_event(event):
+            return
         if self.connection.on_event(event):
             if event.type == "disconnected":
                 self.routes.clear()
@@ -257,6 +265,7 @@ class JobManager:
                 job.request_id, job.progress = None, {}
                 job.state = JobState.CONNECTING
                 return
+            self.recovery.on_job_error(job, event.body)
             self._end(job, JobState.FAILED, messages.server_error(event.body), "ERROR")
 
     def _place(self, job: Job, event) -> None:
@@ -313,7 +322,8 @@ def connected_manager(prefs) -> JobManager:
     """
     jobs_manager = manager()
     server = (prefs.server_address.strip(), prefs.server_public_key.strip())
-    jobs_manager.connection.ensure(*server, busy=bool(jobs_manager.active_jobs()))
+    jobs_manager.connection.ensure(*server, busy=bool(jobs_manager.active_jobs()),
+                                   client_key=recovery.project_key())
     if jobs_manager.connection.key != server:
         raise ValueError(messages.OTHER_SERVER_BUSY)
     return jobs_manager
@@ -372,35 +382,14 @@ def undo_push(message: str) -> None:
         logger.debug("undo_push unavailable", exc_info=True)
 
 
-@bpy.app.handlers.persistent
-def _on_depsgraph_update(*_args) -> None:
-    """An edit: the panel's frame route lines may have changed (the loop computes them)."""
-    if _manager is not None:
-        _manager.routes.clear()
+def current() -> JobManager | None:
+    """The manager if one was made (handlers must not create one)."""
+    return _manager
 
 
-@bpy.app.handlers.persistent
-def _on_load_pre(*_args) -> None:
-    """Opening another file ends the jobs of this one (their strips are going away)."""
-    capture_cache.clear()
-    if _manager is not None:
-        _manager.cancel(reason="Another file was opened")
-        _manager.forget_read_ahead()
-
-
-def register() -> None:
-    bpy.app.handlers.load_pre.append(_on_load_pre)
-    bpy.app.handlers.depsgraph_update_post.append(_on_depsgraph_update)
-
-
-def unregister() -> None:
+def discard() -> None:
+    """Forget the manager: its jobs cancelled, its connection closed (add-on disabled)."""
     global _manager
-    for handlers, handler in ((bpy.app.handlers.load_pre, _on_load_pre),
-                              (bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update)):
-        if handler in handlers:
-            handlers.remove(handler)
-    if bpy.app.timers.is_registered(poll_jobs):
-        bpy.app.timers.unregister(poll_jobs)
     if _manager is not None:
         _manager.cancel(reason="The Foley add-on was disabled")
         _manager.connection.close()

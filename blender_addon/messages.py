@@ -57,6 +57,27 @@ def near_silent_take(loudest_dbfs: float) -> str:
             "knows in this picture")
 
 
+def recovered(count: int) -> str:
+    """Takes of jobs sent before the .blend was closed, placed now."""
+    takes = "take" if count == 1 else "takes"
+    return f"Placed {count} {takes} that finished while Blender was closed"
+
+
+def detached() -> str:
+    return "goes on on the server; its take is placed when this file is opened again"
+
+
+def lost_by_server(label: str) -> str:
+    """A job the server no longer knows (it was restarted or crashed)."""
+    return unchanged(f"The Foley server lost the job for {label} (it was restarted): "
+                     "Retry sends it again with the same settings and seed")
+
+
+def retried(number: int, automatic: bool) -> str:
+    how = "sent again by itself" if automatic else "sent again"
+    return f"{how} as job {number} (same settings and seed)"
+
+
 def unreachable(endpoint: str, waited_s: float, loading: bool, uses_key: bool) -> str:
     """A job waited too long for a server that answers (and has loaded its model)."""
     if loading:

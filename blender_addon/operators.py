@@ -100,6 +100,31 @@ class SEQUENCER_OT_foley_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEQUENCER_OT_foley_retry(bpy.types.Operator):
+    """Send a job the server lost again, with the same settings and seed (the same audio)"""
+
+    bl_idname = "sequencer.foley_retry"
+    bl_label = "Retry Foley Job"
+    bl_options = {"REGISTER"}
+
+    job: IntProperty(name="Job", default=0, min=0, options={"SKIP_SAVE"},
+                     description="Job number")
+
+    def execute(self, context):
+        try:
+            manager = jobs.connected_manager(get_preferences(context))
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job = next((j for j in manager.jobs if j.number == self.job and j.retryable), None)
+        if job is None:
+            self.report({"WARNING"}, "No Foley job to retry")
+            return {"CANCELLED"}
+        manager.recovery.retry(job)
+        jobs.ensure_timer()
+        return {"FINISHED"}
+
+
 class SEQUENCER_OT_foley_connect(bpy.types.Operator):
     """Connect to the Foley server (or refresh its status)"""
 
@@ -141,6 +166,7 @@ def draw_strip_menu(self, context):
 classes = (
     SEQUENCER_OT_foley_generate,
     SEQUENCER_OT_foley_cancel,
+    SEQUENCER_OT_foley_retry,
     SEQUENCER_OT_foley_connect,
     SEQUENCER_OT_foley_report,
 )

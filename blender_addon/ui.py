@@ -79,6 +79,9 @@ class SEQUENCER_PT_foley_jobs(SequencerFoleyPanel, bpy.types.Panel):
                 sub = box.row()
                 sub.alert = job.state == jobs.JobState.FAILED or job.warned
                 sub.label(text=text, icon="ERROR" if job.warned else "NONE")
+                if job.retryable:
+                    op = sub.operator("sequencer.foley_retry", text="Retry", icon="FILE_REFRESH")
+                    op.job = job.number
         if manager.active_jobs():
             layout.operator("sequencer.foley_cancel", text="Cancel All", icon="CANCEL")
 

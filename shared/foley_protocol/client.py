@@ -59,6 +59,7 @@ from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Callable, Iterable, Sequence
 
 import zmq
+import zmq.utils.monitor
 
 from foley_protocol.protocol import (
     DEFAULT_ENDPOINT,
@@ -242,14 +243,19 @@ class FoleyClient:
             for seconds (Blender rendering frames) should announce a longer period (<= 10 s).
         liveness: silent periods before the server counts as lost.
         context: a zmq.Context (default: the process-wide instance).
+        client_key: a stable secret naming the caller's project (e.g. a uuid4 kept in the
+            .blend), sent in hello: the server keeps this key's finished takes for ``fetch``,
+            also from a later connection (protocol 1.3; an older server is greeted without it).
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, server_public_key: Any = None,
                  signing_key: bytes = b"", client_name: str = "foley_protocol client",
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
-                 liveness: int = HEARTBEAT_LIVENESS, context: zmq.Context | None = None):
+                 liveness: int = HEARTBEAT_LIVENESS, context: zmq.Context | None = None,
+                 client_key: str | None = None):
         self.endpoint = endpoint
         self.client_name = client_name
+        self.client_key = client_key
         self.heartbeat_interval_s = float(heartbeat_interval_s)
         self.liveness = int(liveness)
         self.server_info: dict[str, Any] | None = None  # the last hello_reply body
@@ -261,7 +267,9 @@ class FoleyClient:
         self._signer = Signer(signing_key)
         self._pending: dict[str, _Pending] = {}
         self._backlog: list[Event] = []
+        self._fetching: dict[str, str] = {}  # open fetch id -> the generate it asks for
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self._backoff_s = RECONNECT_BACKOFF_MIN_S
         self._silence_limit_s = self.liveness * self.heartbeat_interval_s
         self._last_heard = self._last_ping = self._last_tick = time.monotonic()
@@ -290,6 +298,24 @@ class FoleyClient:
         map of a later generate with frame encoding "source"), so that generate finds them
         ready; answered by ``prepare_reply`` or ``error source_unavailable``."""
         return self.send(Message("prepare", {"source": dict(source)}), timeout_s=timeout_s)
+
+    def fetch(self, request_id: str, timeout_s: float | None = None) -> str:
+        """Ask for the final reply of an earlier generate ``request_id`` of this client key
+        (e.g. sent before Blender was closed); returns the fetch request's id.
+
+        Answered by ``fetch_reply`` (``was``): "done": the job's ``result`` or ``error``
+        follows as the generate's own final event; "running"/"queued": its progress and final
+        event follow on this connection; "unknown": the server has no such job (lost in a
+        restart, expired, or never sent): submit it again. ``timeout_s`` bounds the wait for
+        the generate's final event (default: a generate's).
+        """
+        job_timeout_s = DEFAULT_TIMEOUTS_S["generate"] if timeout_s is None else timeout_s
+        fetch_id = self.send(Message("fetch", {"request_id": request_id}))
+        if fetch_id in self._pending:
+            self._pending[request_id] = _Pending("generate", time.monotonic() + job_timeout_s,
+                                                 False)
+            self._fetching[fetch_id] = request_id
+        return fetch_id
 
     def status(self, timeout_s: float | None = None) -> str:
         """Ask for model, device, memory and queue; answered by ``status_reply``."""
@@ -396,10 +422,9 @@ class FoleyClient:
 
     def close(self) -> None:
         """Close the socket (LINGER 0). Open requests are dropped without events."""
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        self._close_socket()
         self._pending.clear()
+        self._fetching.clear()
         self.state = "closed"
 
     def __enter__(self) -> "FoleyClient":
@@ -422,11 +447,16 @@ class FoleyClient:
             sock.curve_publickey = public
             sock.curve_secretkey = secret
             sock.curve_serverkey = self._server_key
+        # A server that restarts on the same address answers pings at once, but knows nothing of
+        # this connection's requests (and replies to its new routing id): a closed connection
+        # is a lost server, not only silence.
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
         self._socket = sock
         self.state = "connecting"
         self.protocol_minor = None  # perhaps another server: agree again
         self._announce_minor = True
+        self._announce_key = True
         now = time.monotonic()
         self._last_heard = now
         self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
@@ -438,9 +468,31 @@ class FoleyClient:
                 "heartbeat_interval_s": self.heartbeat_interval_s}
         if self._announce_minor:
             body["minor"] = PROTOCOL_MINOR
+            if self.client_key is not None and self._announce_key:
+                body["client_key"] = self.client_key
         return body
 
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.disable_monitor()
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _connection_closed(self) -> bool:
+        """The TCP connection of a ready socket was closed (monitor event)."""
+        closed = False
+        while self._monitor is not None and self._monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+            closed = closed or event["event"] == zmq.EVENT_DISCONNECTED
+        return closed and self.state == "ready"
+
     def _receive_all(self, events: list[Event]) -> None:
+        if self._connection_closed():
+            self._server_lost(events, time.monotonic(), closed=True)
+            return
         sock = self._socket
         while sock is not None:
             try:
@@ -485,6 +537,11 @@ class FoleyClient:
         final = message.type != "progress"
         if final:
             del self._pending[parent]
+            job_id = self._fetching.pop(parent, None)
+            if job_id is not None and (message.type == "error"
+                                       or message.body.get("was") == "unknown"):
+                # nothing will follow for the job: the fetch's reply says why
+                self._pending.pop(job_id, None)
         if (message.type == "pong" and self.server_info is not None
                 and message.body["state"] != self.server_info.get("state")):
             # e.g. loading -> ready: say hello again to learn model_fps and sample_rate.
@@ -493,6 +550,12 @@ class FoleyClient:
                       _internal=True)
         if pending.internal:
             if (pending.type == "hello" and message.type == "error"
+                    and message.body["field"] == "body.client_key"):
+                # A server older than 1.3 keeps no takes for a key: say hello without it.
+                self._announce_key = False
+                self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
+                          _internal=True)
+            elif (pending.type == "hello" and message.type == "error"
                     and message.body["field"] == "body.minor"):
                 # A x.0 server refuses the field that names a minor: say hello as x.0.
                 self._announce_minor = False
@@ -535,21 +598,23 @@ class FoleyClient:
         next_deadline = min((p.deadline for p in self._pending.values()), default=now + 1.0) - now
         return max(0.001, min(next_ping, next_loss, next_deadline))
 
-    def _server_lost(self, events: list[Event], now: float) -> None:
+    def _server_lost(self, events: list[Event], now: float, closed: bool = False) -> None:
         silent_s = now - self._last_heard
         message = (f"no reply from {self.endpoint} for {silent_s:.1f} s "
                    f"(liveness {self.liveness} x {self.heartbeat_interval_s} s)")
+        if closed:
+            message = (f"the connection to {self.endpoint} was closed: the server stopped or "
+                       "restarted")
         was_ready = self.state == "ready"
         self._fail_pending(events, "server_lost", message)
         self._pending.clear()
+        self._fetching.clear()
         if was_ready:
             events.append(Event("disconnected", None, {"code": "server_lost", "message": message},
                                 local=True))
             logger.warning("%s; reconnecting", message)
         # Lazy Pirate: a fresh socket drops whatever was queued for the dead server.
-        assert self._socket is not None
-        self._socket.close(linger=0)
-        self._socket = None
+        self._close_socket()
         self._silence_limit_s = max(self.liveness * self.heartbeat_interval_s, self._backoff_s)
         self._backoff_s = min(RECONNECT_BACKOFF_MAX_S, self._backoff_s * 2)
         self._open_socket()

@@ -69,6 +69,7 @@ DEFAULT_TIMEOUTS_S = {
     "cancel": 5.0,
     "generate": 900.0,
     "prepare": 120.0,
+    "fetch": 5.0,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +251,10 @@ SAMPLERS = ("dpmpp", "ddpm")
 SERVER_STATES = ("loading", "ready", "stopping", "failed")
 WORKER_STATES = ("loading", "idle", "busy", "failed")
 CANCEL_OUTCOMES = ("queued", "running", "unknown")
+# what a fetch found: the final reply follows ("done"); the job runs or waits and its replies now
+# come to this connection ("running", "queued"); no such job of this client key ("unknown":
+# never submitted, expired, or lost when the server stopped: submit it again)
+FETCH_OUTCOMES = ("done", "running", "queued", "unknown")
 
 # frames encoding "source" and the prepare request: a movie file the server reads itself
 SOURCE_FIELD = Field("object", fields={
@@ -282,6 +287,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
         "minor": Field("int", required=False, lo=0, hi=1000,
                        doc="the highest minor version the client speaks of the highest major in "
                        "versions; absent: 0"),
+        "client_key": Field("id", required=False,
+                            doc="a stable, secret key of the client's project (e.g. a uuid4 per "
+                            ".blend): its jobs outlive the connection, their final replies are "
+                            "kept in the server's spool, and a later connection with the same key "
+                            "may fetch them"),
     },
     "generate": {
         "frames": Field("object", fields={
@@ -319,6 +329,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
         }, doc="ask for one PNG sync picture per take in the result"),
     },
     "cancel": {"request_id": Field("id")},
+    "fetch": {"request_id": Field("id", doc="the generate request whose final reply is wanted")},
     "ping": {},
     "status": {},
     "prepare": {"source": SOURCE_FIELD},
@@ -427,6 +438,10 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "request_id": Field("id"),
         "was": Field("str", choices=CANCEL_OUTCOMES),
     },
+    "fetch_reply": {
+        "request_id": Field("id"),
+        "was": Field("str", choices=FETCH_OUTCOMES),
+    },
     "prepare_reply": {
         "frames": Field("int", lo=1, hi=MAX_FRAME_COUNT, doc="frames now ready on the server"),
         "cached": Field("bool", doc="they were ready already"),
@@ -466,7 +481,8 @@ REQUEST_TYPES = tuple(REQUEST_SCHEMAS)
 REPLY_TYPES = tuple(REPLY_SCHEMAS)
 # Requests answered by one final reply of this type (besides "error").
 FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_reply",
-               "ping": "pong", "status": "status_reply", "prepare": "prepare_reply"}
+               "ping": "pong", "status": "status_reply", "prepare": "prepare_reply",
+               "fetch": "fetch_reply"}
 
 _HEADER_KEYS = ("v", "type", "id", "parent", "body")
 
@@ -495,6 +511,10 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
         # peak memory per job
         "status_reply.workers.job_peak_memory_bytes", "status_reply.workers.last_job_id",
         "status_reply.workers.last_job_peak_memory_bytes",
+    ),
+    3: (
+        # finished takes outlive the client: a client key, the result spool and fetch
+        "hello.client_key", "fetch", "fetch_reply",
     ),
 }
 

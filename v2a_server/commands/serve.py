@@ -18,7 +18,14 @@ import zmq
 from foley_protocol.protocol import DEFAULT_ENDPOINT
 from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
 from v2a_server.serving.engine import LocalEngine
+from v2a_server.serving.outbox import DEFAULT_CLIENT_BUDGET_MB
 from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
+from v2a_server.serving.spool import (
+    DEFAULT_SPOOL_MAX_MB,
+    DEFAULT_SPOOL_TTL_H,
+    ResultSpool,
+    default_spool_dir,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--media-root", action="append", default=[], metavar="DIR",
                         help="read only files inside DIR (repeatable); default: any file this "
                         "server's user can read (docs/protocol.md section 8)")
+    parser.add_argument("--client-budget-mb", type=float, default=DEFAULT_CLIENT_BUDGET_MB,
+                        help="memory the replies waiting for one client that does not read may "
+                        "hold; its further results wait in the spool on disk (default "
+                        f"{DEFAULT_CLIENT_BUDGET_MB})")
+    parser.add_argument("--spool-dir", default=None, metavar="DIR",
+                        help="where finished takes wait for a fetch: results of clients with a "
+                        f"client key, and overflow (default {default_spool_dir()})")
+    parser.add_argument("--spool-max-mb", type=float, default=DEFAULT_SPOOL_MAX_MB,
+                        help="the spool's size; the oldest takes are deleted beyond it "
+                        f"(default {DEFAULT_SPOOL_MAX_MB})")
+    parser.add_argument("--spool-ttl-h", type=float, default=DEFAULT_SPOOL_TTL_H,
+                        help="hours a take waits in the spool before it is deleted "
+                        f"(default {DEFAULT_SPOOL_TTL_H:g})")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -91,15 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     # The embedded model is reported by the name users ask for it with.
     model_id = args.model_id or ("default" if args.model == "default"
                                  else os.path.basename(os.path.normpath(model_dir)))
+    if args.client_budget_mb <= 0 or args.spool_max_mb <= 0 or args.spool_ttl_h <= 0:
+        raise SystemExit("v2a-server: --client-budget-mb, --spool-max-mb and --spool-ttl-h "
+                         "must be > 0")
     devices = args.device or default_devices()
     if args.offload != "none" and "cpu" in devices:
         raise SystemExit("v2a-server: --offload model needs a GPU device (--device cuda): on the "
                          "CPU the whole model already lives in main memory")
+    try:
+        spool = ResultSpool(args.spool_dir or default_spool_dir(),
+                            int(args.spool_max_mb * 2**20), args.spool_ttl_h * 3600.0)
+    except OSError as exc:
+        raise SystemExit(f"v2a-server: cannot use the spool folder: {exc}") from None
     engine = LocalEngine(model_dir, devices, args.dtype, args.threads, offload=args.offload,
                          text_encoder_cpu=args.text_encoder_cpu)
     server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
                          signing_key, read_local_files=False if args.no_local_files else None,
-                         media_roots=tuple(args.media_root))
+                         media_roots=tuple(args.media_root), spool=spool,
+                         client_budget_bytes=int(args.client_budget_mb * 2**20))
     context = zmq.Context()
     try:
         server.bind(context)

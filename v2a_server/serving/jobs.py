@@ -26,6 +26,7 @@ class Job:
         body: the validated generate body; buffers: its raw payloads.
         seq: arrival number (FIFO order; logged).
         cancel_code / cancel_message: why it was cancelled ("cancelled", "shutting_down").
+        owner: set when the client sent a client key (``v2a_server.serving.spool``).
     """
 
     request_id: str
@@ -39,6 +40,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_code: str = "cancelled"
     cancel_message: str = ""
+    owner: str | None = None  # the client key's spool owner: the job outlives its connection
 
     @property
     def key(self) -> tuple[bytes, str]:

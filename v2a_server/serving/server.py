@@ -8,6 +8,12 @@ results, errors). The engine (``v2a_server.serving.engine``; today one model wor
 device) takes the jobs from the FIFO and runs them; the loop never waits for the model, so
 heartbeats, status and queue positions stay live while a job runs.
 
+Output: a finite send high-water mark per client; what a client that does not read leaves
+waiting is bounded (``v2a_server.serving.outbox``: newest progress per job, results within a
+per-client budget, beyond it in the result spool on disk, ``v2a_server.serving.spool``). A client
+that names a ``client_key`` in hello has its jobs outlive the connection: their final replies are
+spooled and a later connection with the key ``fetch``-es them.
+
 Safety: per-frame ZMQ_MAXMSGSIZE, a total per message counted frame by frame while receiving
 (the rest of a larger message is dropped unread), and msgpack limits (in the codec); a
 non-loopback bind is refused unless CURVE is configured (``v2a keys``); optional HMAC signing;
@@ -63,6 +69,7 @@ from v2a_server.serving.events import (
     WorkerLoaded,
 )
 from v2a_server.serving.jobs import Job, JobQueue
+from v2a_server.serving.outbox import Outbox, Waiting, message_size
 from v2a_server.serving.security import (
     check_bind_allowed,
     is_ipv6_endpoint,
@@ -70,6 +77,7 @@ from v2a_server.serving.security import (
     load_server_keys,
 )
 from v2a_server.serving.source_frames import SourceUnavailable, read_soon, set_media_roots
+from v2a_server.serving.spool import ResultSpool
 
 logger = logging.getLogger("v2a_server")
 
@@ -81,6 +89,14 @@ SEND_LINGER_MS = 2000  # flush final replies on exit
 RECV_BATCH = 256  # requests handled per loop turn before engine events get their turn
 RCVHWM = 8  # whole messages libzmq queues per connection before it stops reading that one
 JOB_TIME_SMOOTHING = 0.3  # exponential average of job run time, for queued ETAs
+# Messages the socket holds for one client before a send fails with EAGAIN and the rest waits
+# in the client's outbox: bounds the memory a client that does not read costs (with the budget).
+SEND_HWM = 4
+KEYED_CLIENT_FORGET_S = 600.0  # a silent keyed connection's state (its key) is kept this long
+FLUSH_TICK_S = 0.02  # how soon the loop retries sending to a client whose pipe was full
+# Final replies not worth keeping for a later fetch: the job did not fail, the server stopped;
+# a fetch then says "unknown", as after a crash, and the client submits again.
+NOT_SPOOLED_CODES = ("shutting_down",)
 
 # The minor version of what a client that agreed on none (no hello, or a hello without minor)
 # is sent: 1.1's reply fields were sent to every client before minors were negotiated, and
@@ -100,6 +116,7 @@ class ClientState:
     name: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # request id -> active job
     minor: int | None = None  # agreed in hello (None: no hello with minor yet)
+    key: str | None = None  # hello's client_key: the jobs outlive this connection
     preparing: set[str] = field(default_factory=set)  # ids of prepare requests not yet answered
 
     @property
@@ -125,11 +142,15 @@ class FoleyServer:
         read_local_files: accept frames as a file path (encoding "source"); None: when the
             endpoint is loopback, where client and server share a file system.
         media_roots: folders the source files must lie in (empty: any folder).
+        spool: where final replies wait on disk (None: a temporary folder, nothing survives
+            a restart).
+        client_budget_bytes: memory a client that does not read may hold in waiting replies.
     """
 
     def __init__(self, endpoint: str, engine: Engine, max_queue: int, model_id: str,
                  curve_secret_key_file: str | None = None, signing_key: bytes = b"",
-                 read_local_files: bool | None = None, media_roots: tuple[str, ...] = ()):
+                 read_local_files: bool | None = None, media_roots: tuple[str, ...] = (),
+                 spool: ResultSpool | None = None, client_budget_bytes: int = 64 * 2**20):
         self.endpoint = endpoint
         self.reads_local_files = (is_loopback_endpoint(endpoint) if read_local_files is None
                                   else bool(read_local_files))
@@ -140,6 +161,13 @@ class FoleyServer:
         self.signer = Signer(signing_key)
         self.jobs = JobQueue(max_queue)
         self.clients: dict[bytes, ClientState] = {}
+        if spool is None:
+            import tempfile
+
+            spool = ResultSpool(tempfile.mkdtemp(prefix="v2a-spool-"), 2**30, 24 * 3600.0)
+        self.spool = spool
+        self.client_budget_bytes = int(client_budget_bytes)
+        self._outboxes: dict[bytes, Outbox] = {}  # clients whose pipe was full
         self.state = "loading"
         self.model_fps: float | None = None
         self.model_image_size: int | None = None
@@ -174,7 +202,9 @@ class FoleyServer:
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         if is_ipv6_endpoint(self.endpoint):
             sock.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT does not bind without it
-        sock.setsockopt(zmq.SNDHWM, 0)  # never drop a result for a slow reader
+        # finite: a client that does not read fills its pipe, the send fails with EAGAIN
+        # (ROUTER_MANDATORY) and the rest waits in its bounded outbox
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.LINGER, SEND_LINGER_MS)
         if curve:
             public, secret = load_server_keys(self.curve_secret_key_file)
@@ -218,13 +248,15 @@ class FoleyServer:
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         while True:
-            ready = dict(poller.poll(int(LOOP_TICK_S * 1000)))
+            tick_s = FLUSH_TICK_S if self._outboxes else LOOP_TICK_S
+            ready = dict(poller.poll(int(tick_s * 1000)))
             if self._wake_r.fileno() in ready or self._wake_r in ready:
                 self._drain_wake()
             if self._stop_requested and self.state != "stopping":
                 self._begin_shutdown("the server received a stop signal")
             self._receive_all()
             self._handle_events()
+            self._flush_outboxes()
             self._check_clients()
             if self.state == "stopping" and self._shutdown_done():
                 break
@@ -319,6 +351,7 @@ class FoleyServer:
                 return
             client.name = body["client"]
             client.minor = version.get("minor")
+            client.key = body.get("client_key")
             client.heartbeat_interval_s = float(body.get("heartbeat_interval_s",
                                                          HEARTBEAT_INTERVAL_S))
             logger.info("client %s: hello from %r (heartbeat %.1f s)", identity.hex(),
@@ -342,6 +375,8 @@ class FoleyServer:
             self._accept(identity, client, message)
         elif message.type == "prepare":
             self._prepare(identity, client, message)
+        elif message.type == "fetch":
+            self._fetch(identity, client, message)
 
     def _prepare(self, identity: bytes, client: ClientState, message: Message) -> None:
         """Read a movie's frames now, so that a generate naming them finds them ready."""
@@ -369,7 +404,8 @@ class FoleyServer:
         if message.body["frames"]["encoding"] == "source" and not self.reads_local_files:
             return refuse("source_unavailable", f"{NO_LOCAL_FILES}: send the frames themselves",
                           "body.frames.source")
-        job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq)
+        job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq,
+                  owner=spool_owner(client.key))
         # A job's first event is "queued": send it before the job becomes visible to a
         # worker, which may take it at once (only this thread adds jobs, so the length holds).
         if len(self.jobs) < self.jobs.max_length:
@@ -406,6 +442,53 @@ class FoleyServer:
         logger.info("client %s: cancel %s (%s)", identity.hex(), target, was)
         self._send(identity, Message("cancel_reply", {"request_id": target, "was": was},
                                      parent=message.id))
+
+    def _fetch(self, identity: bytes, client: ClientState, message: Message) -> None:
+        """A job's final reply for the client key that submitted it: from the spool ("done",
+        the reply follows), or the job still runs or waits and is now this connection's."""
+        target = message.body["request_id"]
+        owner = spool_owner(client.key)
+        job = self._find_job(identity, owner, target)
+        final: Message | None = None
+        outbox = self._outboxes.get(identity)
+        if job is not None:
+            was = "queued" if job in self.jobs.snapshot() else "running"
+            self._attach(job, identity, client)
+        elif outbox is not None and outbox.has_final(target):
+            was = "done"  # already on its way to this connection, ahead of this reply
+        elif owner is not None and (final := self.spool.get(owner, target)) is not None:
+            was = "done"
+        else:
+            was = "unknown"
+        logger.info("client %s: fetch %s (%s)", identity.hex(), target, was)
+        self._send(identity, Message("fetch_reply", {"request_id": target, "was": was},
+                                     parent=message.id))
+        if final is not None:
+            self._send(identity, final, final_of=(owner, target), spooled=(owner, target))
+        if was == "queued":
+            self._send_positions(force=job)
+
+    def _find_job(self, identity: bytes, owner: str | None, request_id: str) -> Job | None:
+        """The open job ``request_id`` of this connection, or of any connection of ``owner``."""
+        own = self.clients[identity].jobs.get(request_id)
+        if own is not None or owner is None:
+            return own
+        for other in self.clients.values():
+            job = other.jobs.get(request_id)
+            if job is not None and job.owner == owner:
+                return job
+        return None
+
+    def _attach(self, job: Job, identity: bytes, client: ClientState) -> None:
+        """Send the job's progress and final reply to ``identity`` from now on."""
+        if job.client == identity:
+            return
+        old = self.clients.get(job.client)
+        if old is not None:
+            old.jobs.pop(job.request_id, None)
+        self._positions.pop(job.key, None)
+        job.client = identity
+        client.jobs[job.request_id] = job
 
     # ---- events from the engine ---------------------------------------------------------
 
@@ -468,19 +551,25 @@ class FoleyServer:
         return client is not None and client.jobs.get(job.request_id) is job
 
     def _finish(self, job: Job, final: Message) -> None:
-        """Send the job's final reply and forget it."""
+        """Send the job's final reply and forget it; a keyed job's reply is spooled first, so
+        that it survives the client (and this server)."""
         client = self.clients.get(job.client)
         if client is not None and client.jobs.get(job.request_id) is job:
             del client.jobs[job.request_id]
         self._positions.pop(job.key, None)
-        self._send(job.client, final)
+        spooled = None
+        if job.owner is not None and not (final.type == "error"
+                                          and final.body["code"] in NOT_SPOOLED_CODES):
+            if self.spool.put(job.owner, job.request_id, final):
+                spooled = (job.owner, job.request_id)
+        self._send(job.client, final, final_of=(job.owner, job.request_id), spooled=spooled)
 
-    def _send_positions(self) -> None:
-        """Tell every waiting job its (new) 1-based queue position."""
+    def _send_positions(self, force: Job | None = None) -> None:
+        """Tell every waiting job its (new) 1-based queue position (``force``: even if known)."""
         waiting = self.jobs.snapshot()
         n_workers = self._usable_workers()
         for position, job in enumerate(waiting, start=1):
-            if self._positions.get(job.key) == position:
+            if self._positions.get(job.key) == position and job is not force:
                 continue
             self._send_queued(job, position, n_workers)
 
@@ -508,7 +597,14 @@ class FoleyServer:
             silent_s = now - client.last_seen
             if silent_s <= HEARTBEAT_LIVENESS * client.heartbeat_interval_s:
                 continue
+            if client.key is not None:
+                # its jobs run on, their replies wait (outbox, spool); a stalled client that
+                # reads again is still this connection, with its key, for a while
+                if not client.jobs and silent_s > KEYED_CLIENT_FORGET_S:
+                    del self.clients[identity]
+                continue
             if not client.jobs and not client.preparing:
+                # what waits in its outbox stays until sent or the connection is gone
                 del self.clients[identity]
                 continue
             reason = (f"no heartbeat from the client for {silent_s:.1f} s "
@@ -553,10 +649,35 @@ class FoleyServer:
 
     # ---- sending ------------------------------------------------------------------------
 
-    def _send(self, identity: bytes, message: Message, legacy_signature: bool = False) -> None:
-        """Send ``message`` as the client's agreed version has it (newer optional fields
-        left out); ``legacy_signature``: signed the pre-1.3 way (the refusal an old signed
-        client must still be able to read)."""
+    def _send(self, identity: bytes, message: Message,
+              final_of: tuple[str | None, str] | None = None,
+              spooled: tuple[str, str] | None = None, legacy_signature: bool = False) -> None:
+        """Send now, or let it wait in the client's outbox if its pipe is full.
+
+        ``final_of`` (owner, job id): ``message`` is that job's final reply, never dropped;
+        ``spooled``: it is in the spool already (a keyed job), so it may wait there;
+        ``legacy_signature``: signed the pre-1.3 way (the one refusal an old signed client must
+        still be able to read; sent now or never, it waits in no outbox).
+        """
+        if legacy_signature:
+            self._send_now(identity, message, legacy_signature=True)
+            return
+        outbox = self._outboxes.get(identity)
+        if outbox is None:
+            outcome = self._send_now(identity, message)
+            if outcome == "sent":
+                return
+            if outcome == "gone":
+                self._undeliverable(identity, message, spooled)
+                return
+            logger.info("client %s is not reading: its replies wait (at most %d MB in memory)",
+                        identity.hex(), self.client_budget_bytes // 2**20)
+            outbox = self._outboxes[identity] = Outbox(self.client_budget_bytes)
+        self._wait(identity, outbox, message, final_of, spooled)
+
+    def _send_now(self, identity: bytes, message: Message, legacy_signature: bool = False) -> str:
+        """"sent", "full" (the client's pipe is at its high-water mark) or "gone". The message
+        goes as the client's agreed version has it (newer optional fields left out)."""
         assert self._socket is not None
         client = self.clients.get(identity)
         try:
@@ -570,12 +691,87 @@ class FoleyServer:
                             self.signer)
         try:
             self._socket.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return "full"
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
-                logger.debug("client %s is gone; dropped a %s", identity.hex(), message.type)
-            else:
-                logger.warning("client %s: could not send %s: %s", identity.hex(),
-                               message.type, exc)
+                return "gone"
+            logger.warning("client %s: could not send %s: %s", identity.hex(), message.type, exc)
+        return "sent"
+
+    def _wait(self, identity: bytes, outbox: Outbox, message: Message,
+              final_of: tuple[str | None, str] | None,
+              spooled: tuple[str, str] | None) -> None:
+        size = message_size(message)
+        if message.type == "progress":
+            outbox.add(Waiting(message, size, progress_of=message.parent))
+        elif final_of is not None:
+            job_id = final_of[1]
+            if outbox.fits(size):
+                outbox.add(Waiting(message, size, final_of=job_id, spooled=spooled))
+            elif spooled is not None:
+                outbox.add(Waiting(None, size, final_of=job_id, spooled=spooled))
+            else:  # a client without a key: the spool holds it only until it is sent
+                owner = connection_owner(identity)
+                if self.spool.put(owner, job_id, message):
+                    outbox.add(Waiting(None, size, final_of=job_id, spooled=(owner, job_id),
+                                       drop_spooled=True))
+                else:  # the disk refused: memory, over budget, rather than lose a take
+                    outbox.add(Waiting(message, size, final_of=job_id))
+        elif outbox.fits(size):
+            outbox.add(Waiting(message, size))
+        else:
+            logger.warning("client %s is not reading: dropped a %s (%d bytes wait for it)",
+                           identity.hex(), message.type, outbox.bytes)
+
+    def _flush_outboxes(self) -> None:
+        """Send what waits, in order, until each client's pipe is full again."""
+        for identity, outbox in list(self._outboxes.items()):
+            while (waiting := outbox.head()) is not None:
+                message = waiting.message
+                if message is None:
+                    assert waiting.spooled is not None
+                    message = self.spool.get(*waiting.spooled)
+                    if message is None:
+                        logger.error("client %s: the spooled reply of %s is gone (expired?)",
+                                     identity.hex(), waiting.final_of)
+                        outbox.pop()
+                        continue
+                outcome = self._send_now(identity, message)
+                if outcome == "full":
+                    break
+                if outcome == "gone":
+                    self._client_gone(identity)
+                    break
+                outbox.pop()
+                if waiting.drop_spooled and waiting.spooled is not None:
+                    self.spool.remove(*waiting.spooled)
+            if not outbox and identity in self._outboxes:
+                del self._outboxes[identity]
+
+    def _client_gone(self, identity: bytes) -> None:
+        """The client's connection is gone: what waited for it is undeliverable."""
+        outbox = self._outboxes.pop(identity, None)
+        if outbox is None:
+            return
+        for waiting in outbox.drain():
+            if waiting.message is not None:
+                self._undeliverable(identity, waiting.message, waiting.spooled)
+            elif waiting.drop_spooled and waiting.spooled is not None:
+                logger.info("client %s is gone: the result of %s is dropped (no client key)",
+                            identity.hex(), waiting.final_of)
+                self.spool.remove(*waiting.spooled)
+
+    def _undeliverable(self, identity: bytes, message: Message,
+                       spooled: tuple[str, str] | None) -> None:
+        if spooled is not None:
+            logger.info("client %s is gone; its %s of %s waits in the spool for a fetch",
+                        identity.hex(), message.type, spooled[1])
+        elif message.type in ("result", "error") and message.parent is not None:
+            logger.info("client %s is gone (no client key): its %s of %s is dropped",
+                        identity.hex(), message.type, message.parent)
+        else:
+            logger.debug("client %s is gone; dropped a %s", identity.hex(), message.type)
 
     def _status_body(self) -> dict[str, Any]:
         workers = [asdict(w) for w in self.engine.workers(with_memory=True)]
@@ -591,6 +787,16 @@ class FoleyServer:
 
 
 # ---- message helpers --------------------------------------------------------------------
+
+
+def spool_owner(client_key: str | None) -> str | None:
+    """Whose spooled replies a client may fetch: its key's (None: no key, nothing kept)."""
+    return None if client_key is None else f"key:{client_key}"
+
+
+def connection_owner(identity: bytes) -> str:
+    """The spool owner of one key-less connection's overflow (never fetched by another)."""
+    return f"conn:{identity.hex()}"
 
 
 def progress_body(stage: str, queue_position: int, step: int, total_steps: int,
