@@ -73,6 +73,12 @@ def lost_by_server(label: str) -> str:
                      "Retry sends it again with the same settings and seed")
 
 
+def regen_take_gone(label: str, why: str) -> str:
+    """A recorded Regenerate Range (reopened or retried) whose take, the source of the audio
+    kept outside the range, is gone: its new takes are not placed."""
+    return unchanged(f"The regenerated range of {label} cannot be placed or sent again: {why}")
+
+
 def retried(number: int, automatic: bool) -> str:
     how = "sent again by itself" if automatic else "sent again"
     return f"{how} as job {number} (same settings and seed)"

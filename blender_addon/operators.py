@@ -120,7 +120,8 @@ class SEQUENCER_OT_foley_retry(bpy.types.Operator):
         if job is None:
             self.report({"WARNING"}, "No Foley job to retry")
             return {"CANCELLED"}
-        manager.recovery.retry(job)
+        if manager.recovery.retry(job) is None:  # a regeneration whose take is gone (said)
+            return {"CANCELLED"}
         jobs.ensure_timer()
         return {"FINISHED"}
 

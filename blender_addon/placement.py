@@ -234,18 +234,19 @@ def add_take_record(record, *, take_id: str, number: int, filepath: str, result:
     """A new take record in ``record.takes`` (a Foley strip's settings) for one variation of
     ``result``; ``base``: the take a range regeneration started from (its source, frames and
     model settings carry over). Returns the record."""
+    # read before the add: adding to a collection may move its items (``base`` is one of them)
+    kept = {name: getattr(base, name) for name in _KEPT_FROM_BASE} if base is not None else {}
     take = record.takes.add()
-    if base is not None:
-        for name in _KEPT_FROM_BASE:
-            setattr(take, name, getattr(base, name))
+    for name, value in kept.items():
+        setattr(take, name, value)
     take.take_id = take_id
     take.number = number
     take.filepath = filepath
     take.caption = settings.caption
     take.seed = str(result["seed"])
-    take.sampler = result.get("sampler", base.sampler if base is not None else settings.sampler)
+    take.sampler = result.get("sampler", kept.get("sampler", settings.sampler))
     take.steps = int(result.get("steps", 0))
-    take.model_id = result.get("model_id", "") or (base.model_id if base is not None else "")
+    take.model_id = result.get("model_id", "") or kept.get("model_id", "")
     take.variation = variation
     take.sample_rate = sample_rate
     take.created = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -82,6 +82,10 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
         marker = markers_now.get(item.marker_name)
         old_states[marker.frame if marker is not None else item.frame] = item.state
 
+    # Adding takes may move the collection's items: ``base`` and ``active`` are found again
+    # by id after the adds (a .blend just opened has no room to spare).
+    base_id = base.take_id
+    active_id = active.take_id if active is not None else None
     created_files: list[str] = []
     added_ids: list[str] = []
     placed: list[PlacedTake] = []
@@ -102,9 +106,9 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
                 record, take_id=take_id, number=number, filepath=stored_path(path, snapshot),
                 result=result, settings=settings, variation=variation, sample_rate=mix_rate,
                 marker_tag=markers.take_marker_tag(snapshot.marker_prefix, take_id),
-                onsets=onsets, base=base)
+                onsets=onsets, base=record.takes[takes.find_take(record, base_id)])
             take.range_start_s, take.range_end_s = start_s, end_s
-            take.based_on = base.take_id
+            take.based_on = base_id
             frames = sorted({_marker_frame(t, take, fps) for t, _ in onsets})
             names = {frame: markers.marker_name(take.marker_tag, k)
                      for k, frame in enumerate(frames, start=1)}
@@ -129,6 +133,7 @@ def place_range_takes(snapshot: Snapshot, regen: RegenRequest, result: dict,
         raise PlacementError(f"Could not place the regenerated range: {exc}") from exc
 
     # From here on nothing can fail for want of a file: switch the strip and its markers.
+    active = record.takes[takes.find_take(record, active_id)] if active_id is not None else None
     if active is not None:
         takes.stash_markers(scene, active)
         markers.remove_take_markers(scene, active.marker_tag)

@@ -8,8 +8,10 @@ its take is placed or it fails for good; so a saved .blend knows which takes it 
 reopening it fetches and places them (once: placing a take forgets its record). A job the
 server no longer knows (it was restarted) can be sent again with the same settings and seed.
 
-Only Generate jobs are recorded: a Regenerate Range's inpaint source is the take's audio, which
-is not kept here.
+A Regenerate Range / with Markers job is recorded with its range (strip, take id, frames,
+seconds, whole take or not) but not its inpaint source: that is the take's own file, which stays
+on disk and is read again (``rebuild_regen``) when the file is reopened and on Retry. If the
+take or its file is gone by then, the job ends saying so and nothing is placed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Callable
 import bpy
 from foley_protocol.protocol import MAX_SEED
 
-from . import messages, placement
+from . import compat, messages, placement, takes
 from .job import ON_SERVER, GenerateSettings, Job, JobState
 
 logger = logging.getLogger(__name__)
@@ -57,17 +59,61 @@ def project_key() -> str:
 def record(job: Any) -> None:
     """Remember ``job`` (sent, with ``request_id``) on its scene."""
     scene = bpy.data.scenes.get(job.snapshot.scene_name)
-    if scene is None or job.request_id is None or job.regen is not None:
+    if scene is None or job.request_id is None:
         return
     records = _records(scene)
-    records[job.request_id] = {
+    entry = {
         "snapshot": dataclasses.asdict(job.snapshot),
         "settings": dataclasses.asdict(job.settings),
         "short_side_px": job.short_side_px,
         "job_timeout_s": job.job_timeout_s,
         "label": job.label,
     }
+    if job.regen is not None:
+        entry["regen"] = regen_fields(job.regen)
+    records[job.request_id] = entry
     scene[RECORDS_PROPERTY] = json.dumps(records)
+
+
+def regen_fields(regen: placement.RegenRequest) -> dict[str, Any]:
+    """What a record keeps of a regeneration: all but the take's samples (its file has them)."""
+    return {"strip_name": regen.strip_name, "take_id": regen.take_id,
+            "frames": list(regen.frames), "range_s": list(regen.range_s),
+            "whole_take": regen.whole_take}
+
+
+class TakeGone(RuntimeError):
+    """A regeneration's take (or its file) is gone: its new takes cannot be placed."""
+
+
+def rebuild_regen(scene_name: str, fields: dict[str, Any],
+                  label: str) -> placement.RegenRequest:
+    """The ``RegenRequest`` of a recorded regeneration, its inpaint source read again from the
+    take's file (the same samples as when it was first sent).
+
+    Raises:
+        TakeGone: the scene, Foley strip, take or take file is gone (the message says which).
+    """
+    scene = bpy.data.scenes.get(scene_name)
+    editor = scene.sequence_editor if scene is not None else None
+    strip = compat.all_strips(editor).get(fields["strip_name"]) if editor is not None else None
+    index = takes.find_take(strip.foley, fields["take_id"]) \
+        if strip is not None and strip.foley.is_foley else -1
+    if index < 0:
+        raise TakeGone(messages.regen_take_gone(
+            label, f"the take of {fields['strip_name']!r} was deleted (or its strip renamed)"))
+    audio, rate = None, 0
+    if not fields.get("whole_take"):
+        try:
+            audio, rate = takes.read_take_audio(strip.foley.takes[index])
+        except takes.TakeError as exc:
+            raise TakeGone(messages.regen_take_gone(label, str(exc))) from None
+    first, end = fields["frames"]
+    start_s, end_s = fields["range_s"]
+    return placement.RegenRequest(strip_name=fields["strip_name"], take_id=fields["take_id"],
+                                  frames=(int(first), int(end)),
+                                  range_s=(float(start_s), float(end_s)), audio=audio,
+                                  sample_rate=int(rate))
 
 
 def forget(job: Any) -> None:
@@ -110,9 +156,9 @@ def _records(scene) -> dict[str, dict[str, Any]]:
 
 
 def choose_seed(job: Any) -> None:
-    """Give a Generate job a seed before it is sent: the add-on picks the random one itself,
-    so that the job can be sent again with the same seed (the same audio)."""
-    if job.regen is None and job.settings.seed is None:
+    """Give a job a seed before it is sent: the add-on picks the random one itself, so that
+    the job can be sent again with the same seed (the same audio)."""
+    if job.settings.seed is None:
         job.settings = dataclasses.replace(job.settings, seed=random.randrange(MAX_SEED + 1))
 
 
@@ -143,13 +189,27 @@ class JobRecovery:
             except (KeyError, TypeError):
                 logger.warning("Foley: an unreadable job record %s was skipped", request_id)
                 continue
+            regen, gone = None, None
+            if entry.get("regen") is not None:
+                try:
+                    regen = rebuild_regen(snapshot.scene_name, entry["regen"],
+                                          str(entry.get("label", snapshot.strip_name)))
+                except TakeGone as exc:
+                    gone = str(exc)
+                except (KeyError, TypeError, ValueError):
+                    logger.warning("Foley: an unreadable job record %s was skipped", request_id)
+                    continue
             job = Job(self.manager.new_number(), snapshot, settings,
                       int(entry.get("short_side_px", 0)),
                       connect_deadline=time.monotonic() + RECOVERY_CONNECT_S,
                       job_timeout_s=float(entry.get("job_timeout_s", 900.0)),
-                      state=JobState.FETCHING, request_id=request_id, reopened=True)
+                      state=JobState.FETCHING, request_id=request_id, reopened=True,
+                      regen=regen)
             job.sent_at = time.perf_counter()
             self.manager.add(job)
+            if gone is not None:  # its take cannot be placed: not fetched, record forgotten
+                self.manager._end(job, JobState.FAILED, gone, "ERROR")
+                continue
             count += 1
         return count
 
@@ -162,12 +222,21 @@ class JobRecovery:
                 job.message = messages.detached()
 
     def retry(self, job: Any, automatic: bool = False) -> Any:
-        """Send ``job`` again as a new job: same place, settings and seed (the same audio)."""
+        """Send ``job`` again as a new job: same place, settings and seed (the same audio);
+        a regeneration reads its take's file again (None: the take is gone, job says so)."""
+        job.retryable = False
+        regen = None
+        if job.regen is not None:
+            try:
+                regen = rebuild_regen(job.snapshot.scene_name, regen_fields(job.regen),
+                                      job.label)
+            except TakeGone as exc:
+                self._give_up(job, str(exc))
+                return None
         connect_s = job.connect_deadline - job.created_at
         again = Job(self.manager.new_number(), job.snapshot, job.settings, job.short_side_px,
                     connect_deadline=time.monotonic() + max(connect_s, 1.0),
-                    job_timeout_s=job.job_timeout_s, auto_retried=automatic)
-        job.retryable = False
+                    job_timeout_s=job.job_timeout_s, auto_retried=automatic, regen=regen)
         text = messages.retried(again.number, automatic)
         if job.active:
             self.manager._end(job, JobState.CANCELLED, text, "INFO")
@@ -176,6 +245,16 @@ class JobRecovery:
             job.message = text
         self.manager.add(again)
         return again
+
+    def _give_up(self, job: Any, text: str) -> None:
+        """``job`` cannot be sent again: it ends (or stays ended) with ``text``, unrecorded."""
+        if job.active:
+            self.manager._end(job, JobState.FAILED, text, "ERROR")
+            return
+        forget(job)
+        job.message = text
+        self.manager.last_message = (f"{job.label}: {text}", "ERROR")
+        messages.report(*self.manager.last_message)
 
     def poll(self, client: Any, now: float) -> None:
         """Ask for the takes of FETCHING jobs; give up on them when no server answers."""
