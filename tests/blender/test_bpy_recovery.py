@@ -62,11 +62,17 @@ def _samples(path: str) -> np.ndarray:
     return data
 
 
-def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
-        project, own_server, prefs, jobs, movie_path, tmp_path):
+def _spooling_server(own_server, prefs, tmp_path):
+    """A server of this test's own, its spool in ``tmp_path``, and the add-on pointed at it."""
     server = own_server("--spool-dir", str(tmp_path / "spool"))
     server.wait_ready()
     prefs.server_address = server.endpoint
+    return server
+
+
+def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
+        project, own_server, prefs, jobs, movie_path, tmp_path):
+    server = _spooling_server(own_server, prefs, tmp_path)
     scene = setup_scene(FPS)
     a = add_movie(scene, movie_path, channel=1, frame_start=1, name="A")
     a.foley.caption = "steps"
@@ -138,9 +144,7 @@ def test_reopen_places_a_finished_take_once_and_offers_retry_for_a_lost_one(
 
 def test_a_job_lost_in_a_server_restart_is_sent_again_by_itself_once(
         project, own_server, prefs, jobs, movie_path, tmp_path):
-    server = own_server("--spool-dir", str(tmp_path / "spool"))
-    server.wait_ready()
-    prefs.server_address = server.endpoint
+    server = _spooling_server(own_server, prefs, tmp_path)
     prefs.steps = SLOW_STEPS
     scene = setup_scene(FPS)
     clip = add_movie(scene, movie_path, channel=1, frame_start=1, name="A")
@@ -179,9 +183,7 @@ def _foley_strip(scene):
 
 def test_a_regenerated_range_is_recovered_once_and_retried_with_the_same_audio(
         project, own_server, prefs, jobs, movie_path, tmp_path):
-    server = own_server("--spool-dir", str(tmp_path / "spool"))
-    server.wait_ready()
-    prefs.server_address = server.endpoint
+    server = _spooling_server(own_server, prefs, tmp_path)
     scene = setup_scene(FPS)
     clip = add_movie(scene, movie_path, channel=1, frame_start=1, name="A")
     clip.foley.caption = "steps"
