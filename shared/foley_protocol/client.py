@@ -549,16 +549,15 @@ class FoleyClient:
             self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
                       _internal=True)
         if pending.internal:
-            if (pending.type == "hello" and message.type == "error"
-                    and message.body["field"] == "body.client_key"):
-                # A server older than 1.3 keeps no takes for a key: say hello without it.
-                self._announce_key = False
-                self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
-                          _internal=True)
-            elif (pending.type == "hello" and message.type == "error"
-                    and message.body["field"] == "body.minor"):
-                # A x.0 server refuses the field that names a minor: say hello as x.0.
-                self._announce_minor = False
+            refused = (message.body["field"] if pending.type == "hello"
+                       and message.type == "error" else None)
+            if refused in ("body.client_key", "body.minor"):
+                # An older server refuses a hello field it does not know: say hello without it
+                # (before 1.3 no key: it keeps no takes; x.0 refuses the minor: speak x.0).
+                if refused == "body.client_key":
+                    self._announce_key = False
+                else:
+                    self._announce_minor = False
                 self.send(Message("hello", self._hello_body()), timeout_s=self._silence_limit_s,
                           _internal=True)
             elif message.type == "error":
