@@ -10,7 +10,14 @@ Contents:
   or to the connection (``connected``, ``disconnected``).
 * ``build_generate``: the ``generate`` message from Python values (validated before sending).
 * Result helpers: ``result_audio_pcm`` (memoryviews, no numpy), ``result_audio_numpy`` (imports
-  numpy lazily), ``wav_bytes`` (a float32 WAV file in memory, standard library only).
+  numpy lazily), ``wav_bytes`` (a float32 WAV file in memory, standard library only),
+  ``merge_review`` (a 1.4 result and the ``review`` that follows it, as one result) and
+  ``redraw_picture`` (the PNG of a ``redraw_reply``).
+
+The review (1.4): a ``result`` that says ``review_follows`` ends the generate (``final``), and
+the request stays open for its ``review`` event (same ``request_id``, final too): the review
+data, or ``missing`` saying why there is none (also made here when it does not come within
+``DEFAULT_TIMEOUTS_S["review"]`` or the server is lost; never an error: the take arrived).
 
 Liveness (Paranoid-Pirate style heartbeat, Lazy-Pirate reconnect): the client pings every
 ``heartbeat_interval_s``; any message from the server counts as a sign of life. After
@@ -71,6 +78,7 @@ from foley_protocol.protocol import (
     PROTOCOL_VERSION,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
+    REVIEW_FIELDS,
     SUPPORTED_VERSIONS,
     LegacySignature,
     Message,
@@ -92,8 +100,9 @@ class Event:
     """Something that happened, as returned by ``FoleyClient.poll``.
 
     Attributes:
-        type: a reply type ("progress", "result", "error", "hello_reply", "status_reply",
-            "cancel_reply", "pong") or a connection event ("connected", "disconnected").
+        type: a reply type ("progress", "result", "review", "error", "hello_reply",
+            "status_reply", "cancel_reply", "redraw_reply", "pong", ...) or a connection event
+            ("connected", "disconnected").
         request_id: the request this answers; None for connection events and for server
             errors about messages whose id could not be read.
         body: the reply body (see docs/protocol.md); for "connected" the hello_reply body;
@@ -317,6 +326,20 @@ class FoleyClient:
             self._fetching[fetch_id] = request_id
         return fetch_id
 
+    def redraw(self, request_id: str, take: int, marker_times_s: Sequence[float],
+               frame_rate: float, timeout_s: float | None = None) -> str:
+        """Ask for take ``take`` of the generate ``request_id``'s sync picture drawn again with
+        ``marker_times_s`` (seconds from the first frame; the editor's edited markers) flagged
+        at ``frame_rate``; returns the redraw request's id (protocol 1.4).
+
+        Answered by ``redraw_reply`` (``redraw_picture(event)``: the PNG bytes), or an error:
+        ``invalid_request`` when the server no longer keeps that take's review data.
+        """
+        return self.send(Message("redraw", {
+            "request_id": request_id, "take": int(take),
+            "marker_times_s": [float(t) for t in marker_times_s],
+            "frame_rate": float(frame_rate)}), timeout_s=timeout_s)
+
     def status(self, timeout_s: float | None = None) -> str:
         """Ask for model, device, memory and queue; answered by ``status_reply``."""
         return self.send(Message("status", {}), timeout_s=timeout_s)
@@ -408,8 +431,12 @@ class FoleyClient:
 
     def generate_blocking(self, frames: Any, *, timeout_s: float | None = None,
                           on_progress: Callable[[Event], None] | None = None,
-                          **kwargs: Any) -> Event:
+                          with_review: bool = True, **kwargs: Any) -> Event:
         """Submit, wait, and return the ``result`` event (for CLIs and tests).
+
+        ``with_review``: when the result says ``review_follows`` (1.4), wait for the review too
+        and return the result with it merged in (``merge_review``), as servers before 1.4 sent
+        it; otherwise return the result as soon as it arrives (its review comes to ``poll``).
 
         Raises:
             RequestFailed: the job ended in an error (also timeout or server_lost).
@@ -418,6 +445,8 @@ class FoleyClient:
         event = self.wait(request_id, on_event=on_progress)
         if event.type != "result":
             raise RequestFailed(event)
+        if with_review and event.body.get("review_follows"):
+            event = merge_review(event, self.wait(request_id))
         return event
 
     def close(self) -> None:
@@ -537,6 +566,10 @@ class FoleyClient:
         final = message.type != "progress"
         if final:
             del self._pending[parent]
+            if message.type == "result" and message.body.get("review_follows"):
+                # the generate has ended; its review follows with the same parent (1.4)
+                self._pending[parent] = _Pending("review", time.monotonic()
+                                                 + DEFAULT_TIMEOUTS_S["review"])
             job_id = self._fetching.pop(parent, None)
             if job_id is not None and (message.type == "error"
                                        or message.body.get("was") == "unknown"):
@@ -587,8 +620,8 @@ class FoleyClient:
                 continue
             if pending.type == "generate":
                 self.send(Message("cancel", {"request_id": request_id}), _internal=True)
-            events.append(self._local_error(request_id, "timeout", f"no final reply to "
-                                            f"{pending.type} within its timeout"))
+            events.append(self._local_end(request_id, pending, "timeout", f"no final reply to "
+                                          f"{pending.type} within its timeout"))
 
     def _next_tick_in(self) -> float:
         now = time.monotonic()
@@ -623,7 +656,16 @@ class FoleyClient:
         for request_id, pending in list(self._pending.items()):
             if not pending.internal:
                 del self._pending[request_id]
-                events.append(self._local_error(request_id, code, message))
+                events.append(self._local_end(request_id, pending, code, message))
+
+    @classmethod
+    def _local_end(cls, request_id: str, pending: _Pending, code: str, message: str) -> Event:
+        """A request ended here: an error, or for an awaited review (the take arrived
+        already) a review that says why it has no data."""
+        if pending.type == "review":
+            return Event("review", request_id, {"missing": f"{code}: {message}"}, final=True,
+                         local=True)
+        return cls._local_error(request_id, code, message)
 
     @staticmethod
     def _local_error(request_id: str, code: str, message: str) -> Event:
@@ -690,6 +732,34 @@ def result_sync_pictures(event: Event) -> list[bytes]:
     return [bytes(event.buffers[index]) for index in pictures["buffers"]]
 
 
+def redraw_picture(event: Event) -> bytes:
+    """The PNG bytes of a ``redraw_reply``."""
+    return bytes(event.buffers[event.body["picture"]["buffer"]])
+
+
+
+def merge_review(result: Event, review: Event) -> Event:
+    """``result`` with ``review``'s data in it, as a result before 1.4 carried it (the review's
+    picture buffers after the audio); a review without data adds its reason to ``warnings``."""
+    body = {k: v for k, v in result.body.items() if k != "review_follows"}
+    buffers = list(result.buffers)
+    if review.type != "review":  # an error instead (should not happen): keep the take
+        review = Event("review", review.request_id, {"missing": str(review.body)})
+    first = len(buffers)
+    for name, value in review.body.items():
+        if name in REVIEW_FIELDS:
+            body[name] = value
+    if "sync_pictures" in body and "sync_pictures" in review.body:
+        body["sync_pictures"] = {**body["sync_pictures"], "buffers": [
+            first + i for i in body["sync_pictures"]["buffers"]]}
+    buffers.extend(review.buffers)
+    body["timings_s"] = {**body.get("timings_s", {}), **review.body.get("timings_s", {})}
+    if review.body.get("missing"):
+        body["warnings"] = (list(body.get("warnings", []))
+                            + [str(review.body["missing"])[:2000]])[-16:]
+    return Event("result", result.request_id, body, buffers, final=True, local=result.local)
+
+
 def wav_bytes(pcm_f32le: Any, sample_rate: int, channels: int = 1) -> bytes:
     """A WAV file (IEEE float 32-bit) holding ``pcm_f32le``; standard library only."""
     data = memoryview(pcm_f32le).cast("B")
@@ -709,6 +779,8 @@ __all__ = [
     "FoleyClient",
     "RequestFailed",
     "build_generate",
+    "merge_review",
+    "redraw_picture",
     "result_audio_numpy",
     "result_audio_pcm",
     "wav_bytes",

@@ -49,7 +49,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 3  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 4  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -70,6 +70,9 @@ DEFAULT_TIMEOUTS_S = {
     "generate": 900.0,
     "prepare": 120.0,
     "fetch": 5.0,
+    "redraw": 30.0,
+    # after a result that says review_follows: how long a client waits for the review
+    "review": 300.0,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +333,16 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     },
     "cancel": {"request_id": Field("id")},
     "fetch": {"request_id": Field("id", doc="the generate request whose final reply is wanted")},
+    "redraw": {
+        "request_id": Field("id", doc="the generate request whose take is redrawn"),
+        "take": Field("int", lo=0, hi=MAX_VARIATIONS - 1, doc="which take of its result"),
+        "marker_times_s": Field("list", max_len=MAX_ONSET_HINTS,
+                                item=Field("float", lo=0.0, hi=MAX_DURATION_S),
+                                doc="the take's onset markers as the editor has them now, "
+                                "seconds from the first frame"),
+        "frame_rate": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
+                            doc="the caller's timeline rate: offsets > 1 frame are flagged"),
+    },
     "ping": {},
     "status": {},
     "prepare": {"source": SOURCE_FIELD},
@@ -346,6 +359,33 @@ _MODEL_INFO: dict[str, Field] = {
     "model_scope": Field("str", required=False, nullable=True, max_len=MAX_TEXT_CHARS,
                          doc="what the model knows, as its folder states it (e.g. \"synthetic "
                          "impacts only\"); nil: not stated, or while loading"),
+}
+
+# The sync review of a result's takes: inside the result (to a client before 1.4) or in the
+# review message that follows it (1.4). One table, so both carry the same fields.
+REVIEW_FIELDS: dict[str, Field] = {
+    "motion": Field("object", required=False, fields={
+        "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
+        "energy": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                    hi=1e6)),
+        "times_s": Field("list", max_len=MAX_FRAME_COUNT,
+                         item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+        "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                       hi=1.0)),
+    }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
+    "audio_onsets": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
+        "object", fields={
+            "times_s": Field("list", max_len=MAX_LIST_FLOATS,
+                             item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+            "strengths": Field("list", max_len=MAX_LIST_FLOATS,
+                               item=Field("float", lo=0.0, hi=1.0)),
+        }), doc="librosa onsets of each generated take (AA-Align's), one entry per take"),
+    "sync_pictures": Field("object", required=False, fields={
+        "encoding": Field("str", choices=("png",)),
+        "width_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+        "height_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+        "buffers": Field("list", min_len=1, max_len=MAX_VARIATIONS, item=_BUFFER_INDEX),
+    }, doc="one PNG per take, when the request asked for sync_picture"),
 }
 
 REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
@@ -398,29 +438,12 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
         "model_id": Field("str", max_len=MAX_TEXT_CHARS),
         "timings_s": Field("num_map"),
         "warnings": Field("list", max_len=16, item=Field("str", max_len=MAX_TEXT_CHARS)),
-        # Sync review (optional: servers before it did not send them).
-        "motion": Field("object", required=False, fields={
-            "fps": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS),
-            "energy": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
-                                                                        hi=1e6)),
-            "times_s": Field("list", max_len=MAX_FRAME_COUNT,
-                             item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
-            "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
-                                                                           hi=1.0)),
-        }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
-        "audio_onsets": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
-            "object", fields={
-                "times_s": Field("list", max_len=MAX_LIST_FLOATS,
-                                 item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
-                "strengths": Field("list", max_len=MAX_LIST_FLOATS,
-                                   item=Field("float", lo=0.0, hi=1.0)),
-            }), doc="librosa onsets of each generated take (AA-Align's), one entry per take"),
-        "sync_pictures": Field("object", required=False, fields={
-            "encoding": Field("str", choices=("png",)),
-            "width_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
-            "height_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
-            "buffers": Field("list", min_len=1, max_len=MAX_VARIATIONS, item=_BUFFER_INDEX),
-        }, doc="one PNG per take, when the request asked for sync_picture"),
+        # Sync review (optional: servers before it did not send them; from 1.4 they come in
+        # the review message instead, to a client that agreed on 1.4).
+        **REVIEW_FIELDS,
+        "review_follows": Field("bool", required=False,
+                                doc="the review data of this result comes in a review message "
+                                "after it (1.4)"),
         "audio_levels": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
             "object", fields={
                 "rms_dbfs": Field("float", lo=MIN_LEVEL_DBFS, hi=MAX_LEVEL_DBFS),
@@ -441,6 +464,24 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
     "fetch_reply": {
         "request_id": Field("id"),
         "was": Field("str", choices=FETCH_OUTCOMES),
+    },
+    "review": {
+        "takes": Field("int", lo=1, hi=MAX_VARIATIONS, doc="takes of the result reviewed"),
+        **REVIEW_FIELDS,
+        "missing": Field("str", required=False, max_len=MAX_TEXT_CHARS,
+                         doc="why there is no review data (or only part of it); the take "
+                         "itself is in the result"),
+        "timings_s": Field("num_map", required=False, doc="seconds the review took"),
+    },
+    "redraw_reply": {
+        "request_id": Field("id"),
+        "take": Field("int", lo=0, hi=MAX_VARIATIONS - 1),
+        "picture": Field("object", fields={
+            "encoding": Field("str", choices=("png",)),
+            "width_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+            "height_px": Field("int", lo=1, hi=MAX_PICTURE_SIDE_PX),
+            "buffer": _BUFFER_INDEX,
+        }, doc="the sync picture drawn with the markers sent"),
     },
     "prepare_reply": {
         "frames": Field("int", lo=1, hi=MAX_FRAME_COUNT, doc="frames now ready on the server"),
@@ -482,7 +523,7 @@ REPLY_TYPES = tuple(REPLY_SCHEMAS)
 # Requests answered by one final reply of this type (besides "error").
 FINAL_REPLY = {"hello": "hello_reply", "generate": "result", "cancel": "cancel_reply",
                "ping": "pong", "status": "status_reply", "prepare": "prepare_reply",
-               "fetch": "fetch_reply"}
+               "fetch": "fetch_reply", "redraw": "redraw_reply"}
 
 _HEADER_KEYS = ("v", "type", "id", "parent", "body")
 
@@ -515,6 +556,10 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
     3: (
         # finished takes outlive the client: a client key, the result spool and fetch
         "hello.client_key", "fetch", "fetch_reply",
+    ),
+    4: (
+        # the take first, its review data after it; sync pictures redrawn on request
+        "result.review_follows", "review", "redraw", "redraw_reply",
     ),
 }
 
@@ -1019,7 +1064,14 @@ def _validate_buffers(mtype: str, body: dict[str, Any], sizes: Sequence[int],
                 if size != expected:
                     raise ProtocolError("bad_buffer", f"audio buffer {index} is {size} bytes; "
                                         f"samples*channels*4 = {expected}", path, request_id)
-        _check_review(body, claim, request_id)
+        _check_review(body, len(audio["buffers"]), claim, request_id)
+    elif mtype == "review":
+        _check_review(body, body["takes"], claim, request_id)
+    elif mtype == "redraw_reply":
+        size = claim(body["picture"]["buffer"], "body.picture.buffer")
+        if size > MAX_PICTURE_BYTES:
+            raise ProtocolError("too_large", f"the sync picture is {size} bytes; the limit is "
+                                f"{MAX_PICTURE_BYTES}", "body.picture.buffer", request_id)
     for index in range(len(sizes)):
         if index not in refs:
             raise ProtocolError("bad_buffer", f"buffer {index} (frame {index + 2}) is not "
@@ -1027,9 +1079,8 @@ def _validate_buffers(mtype: str, body: dict[str, Any], sizes: Sequence[int],
                                 f"{len(refs)} buffer(s)", f"buffers[{index}]", request_id)
 
 
-def _check_review(body: dict[str, Any], claim, request_id: str) -> None:
-    """The optional sync review fields of a result: one entry / picture per audio take."""
-    takes = len(body["audio"]["buffers"])
+def _check_review(body: dict[str, Any], takes: int, claim, request_id: str) -> None:
+    """The optional sync review fields of a result or review: one entry / picture per take."""
     motion = body.get("motion")
     if motion is not None and len(motion["strengths"]) != len(motion["times_s"]):
         raise ProtocolError("out_of_range", f"body.motion has {len(motion['times_s'])} times but "

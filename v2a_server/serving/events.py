@@ -2,8 +2,10 @@
 
 Engines (``v2a_server.serving.engine``) call ``post(event)`` from their own threads; the loop
 (``v2a_server.serving.server``) takes the events in order on its thread and turns them into
-replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``.
-``SourcePrepared`` is the loop's own: a ``prepare`` read finished on the source-reader threads.
+replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``, and
+after a result that says ``review_follows`` one ``JobReview``. ``SourcePrepared`` and
+``Redrawn`` are the loop's own: a ``prepare`` read finished on the source-reader threads, a
+``redraw`` drawn on the review thread.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class JobReview:
+    """The review of a job whose result said ``review_follows``: ``done`` (a Future) holds the
+    ``serving.review.Review`` or the exception that ended it."""
+
+    job: Job
+    done: Future
+
+
+@dataclass(frozen=True)
 class JobFailed:
     """A job that ended without audio: protocol error ``code``, ``message`` and the request
     ``field`` at fault (None: no one field)."""
@@ -85,5 +96,17 @@ class SourcePrepared:
     seconds: float
 
 
-EngineEvent = WorkerLoaded | WorkerFailed | JobStarted | JobProgress | JobResult | JobFailed
-LoopEvent = EngineEvent | SourcePrepared
+@dataclass(frozen=True)
+class Redrawn:
+    """A ``redraw`` ended: ``done`` holds the PNG bytes or the drawing's exception."""
+
+    client: bytes
+    request_id: str
+    job_id: str
+    take: int
+    done: Future
+
+
+EngineEvent = (WorkerLoaded | WorkerFailed | JobStarted | JobProgress | JobResult | JobReview
+               | JobFailed)
+LoopEvent = EngineEvent | SourcePrepared | Redrawn

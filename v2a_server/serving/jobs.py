@@ -27,6 +27,8 @@ class Job:
         seq: arrival number (FIFO order; logged).
         cancel_code / cancel_message: why it was cancelled ("cancelled", "shutting_down").
         owner: set when the client sent a client key (``v2a_server.serving.spool``).
+        review_follows: the client takes the review data in a ``review`` message after the
+            result (1.4); otherwise the result waits for it and carries it.
     """
 
     request_id: str
@@ -41,6 +43,7 @@ class Job:
     cancel_code: str = "cancelled"
     cancel_message: str = ""
     owner: str | None = None  # the client key's spool owner: the job outlives its connection
+    review_follows: bool = False
 
     @property
     def key(self) -> tuple[bytes, str]:

@@ -149,13 +149,13 @@ def build_result(output: Any, request: dict[str, Any], steps: int, onset_rate_hz
 # ---- sync review: motion events, audio onsets, sync pictures ----------------------------
 
 
-_REVIEW_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v2a-review")
+REVIEW_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v2a-review")
 
 
 def frame_motion_soon(frames: np.ndarray, frames_fps: float) -> Future:
     """``frame_motion`` on the review thread: the motion events need only the frames, so they
     are computed beside the generation (OpenCV releases the GIL)."""
-    return _REVIEW_POOL.submit(frame_motion, frames, frames_fps)
+    return REVIEW_POOL.submit(frame_motion, frames, frames_fps)
 
 
 def frame_motion(frames: np.ndarray, frames_fps: float):
@@ -166,8 +166,10 @@ def frame_motion(frames: np.ndarray, frames_fps: float):
 
 
 def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any],
-               motion: Any, frames_fps: float, audio: Any, sample_rate: int) -> None:
-    """Add the sync review data to a result body (in place).
+               motion: Any, frames_fps: float, audio: Any, sample_rate: int) -> list[Any]:
+    """Add the sync review data to a result body (in place); returns what each take's sync
+    picture shows (``SyncPictureData``, one per take), so that it can be redrawn later with
+    other markers (``v2a_server.serving.review``).
 
     ``motion``: the visual motion events of the frames received (``frame_motion``);
     ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them);
@@ -175,6 +177,12 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
     (``evaluation.sync_picture.draw_sync_picture``), appended to ``buffers``.
     """
     from v2a_server.evaluation.metrics import audio_onsets_waveform
+    from v2a_server.evaluation.sync_picture import (
+        HEIGHT_PX,
+        WIDTH_PX,
+        SyncPictureData,
+        draw_sync_picture,
+    )
 
     energy = np.nan_to_num(motion.energy, nan=0.0, posinf=0.0)
     duration_s = float(request["duration_s"])
@@ -196,23 +204,19 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
         {"times_s": [min(float(t), duration_s) for t in found.times_s],
          "strengths": [float(v) for v in found.strengths]} for found in onsets]
     options = request.get("sync_picture")
-    if not options:
-        return
-    from v2a_server.evaluation.sync_picture import (
-        HEIGHT_PX,
-        WIDTH_PX,
-        SyncPictureData,
-        draw_sync_picture,
-    )
-
-    first_buffer = len(buffers)
-    for take, found in zip(takes, onsets):
-        data = SyncPictureData(
+    pictures = [
+        SyncPictureData(
             audio=take, sample_rate=sample_rate, motion_energy=energy, motion_fps=frames_fps,
             motion_events_s=body["motion"]["times_s"], marker_times_s=body["onset_times_s"],
-            frame_rate=float(options["frame_rate"]), onset_envelope=found.envelope,
-            onset_envelope_rate_hz=found.envelope_rate_hz,
+            frame_rate=float(options["frame_rate"]) if options else float(frames_fps),
+            onset_envelope=found.envelope, onset_envelope_rate_hz=found.envelope_rate_hz,
             title=f"\u201c{request['caption'][:80]}\u201d \u2014 seed {body['seed']}")
+        for take, found in zip(takes, onsets)]
+    if not options:
+        return pictures
+    first_buffer = len(buffers)
+    for data in pictures:
         buffers.append(draw_sync_picture(data))
     body["sync_pictures"] = {"encoding": "png", "width_px": WIDTH_PX, "height_px": HEIGHT_PX,
                              "buffers": list(range(first_buffer, len(buffers)))}
+    return pictures

@@ -62,14 +62,22 @@ from v2a_server.serving.events import (
     JobFailed,
     JobProgress,
     JobResult,
+    JobReview,
     JobStarted,
     LoopEvent,
+    Redrawn,
     SourcePrepared,
     WorkerFailed,
     WorkerLoaded,
 )
 from v2a_server.serving.jobs import Job, JobQueue
 from v2a_server.serving.outbox import Outbox, Waiting, message_size
+from v2a_server.serving.review import (
+    ReviewStore,
+    redraw_soon,
+    review_message_body,
+    warm_matplotlib_soon,
+)
 from v2a_server.serving.security import (
     check_bind_allowed,
     is_ipv6_endpoint,
@@ -97,6 +105,9 @@ FLUSH_TICK_S = 0.02  # how soon the loop retries sending to a client whose pipe 
 # Final replies not worth keeping for a later fetch: the job did not fail, the server stopped;
 # a fetch then says "unknown", as after a crash, and the client submits again.
 NOT_SPOOLED_CODES = ("shutting_down",)
+REVIEW_MINOR = 4  # from this minor on, a result's review data comes in a review message after it
+REVIEW_LOST = ("the server stopped before this take's review data was ready: the take is "
+               "complete; generate it again for its review")
 
 # The minor version of what a client that agreed on none (no hello, or a hello without minor)
 # is sent: 1.1's reply fields were sent to every client before minors were negotiated, and
@@ -168,6 +179,9 @@ class FoleyServer:
         self.spool = spool
         self.client_budget_bytes = int(client_budget_bytes)
         self._outboxes: dict[bytes, Outbox] = {}  # clients whose pipe was full
+        # results sent whose review is still being computed, by (review owner, job id)
+        self._reviews_pending: dict[tuple[str, str], Job] = {}
+        self.reviews = ReviewStore()  # what a redraw draws from
         self.state = "loading"
         self.model_fps: float | None = None
         self.model_image_size: int | None = None
@@ -218,7 +232,9 @@ class FoleyServer:
                     PROTOCOL_MINOR, self.jobs.max_length)
 
     def start_engine(self) -> None:
-        """Let the engine load the model and take jobs from the queue."""
+        """Let the engine load the model and take jobs from the queue (and matplotlib load,
+        beside it, for the sync pictures)."""
+        warm_matplotlib_soon()
         self.engine.start(self.jobs, self.post)
 
     def post(self, event: LoopEvent) -> None:
@@ -377,6 +393,8 @@ class FoleyServer:
             self._prepare(identity, client, message)
         elif message.type == "fetch":
             self._fetch(identity, client, message)
+        elif message.type == "redraw":
+            self._redraw(identity, client, message)
 
     def _prepare(self, identity: bytes, client: ClientState, message: Message) -> None:
         """Read a movie's frames now, so that a generate naming them finds them ready."""
@@ -405,7 +423,8 @@ class FoleyServer:
             return refuse("source_unavailable", f"{NO_LOCAL_FILES}: send the frames themselves",
                           "body.frames.source")
         job = Job(message.id, identity, message.body, list(message.buffers), self._next_seq,
-                  owner=spool_owner(client.key))
+                  owner=spool_owner(client.key),
+                  review_follows=client.reply_minor >= REVIEW_MINOR)
         # A job's first event is "queued": send it before the job becomes visible to a
         # worker, which may take it at once (only this thread adds jobs, so the length holds).
         if len(self.jobs) < self.jobs.max_length:
@@ -465,8 +484,46 @@ class FoleyServer:
                                      parent=message.id))
         if final is not None:
             self._send(identity, final, final_of=(owner, target), spooled=(owner, target))
+            if final.type == "result" and final.body.get("review_follows"):
+                self._fetch_review(identity, owner, target, len(final.body["audio"]["buffers"]))
         if was == "queued":
             self._send_positions(force=job)
+
+    def _fetch_review(self, identity: bytes, owner: str, job_id: str, takes: int) -> None:
+        """After a fetched result that said ``review_follows``: its review, from the spool, or
+        when it is ready (it is being computed), or a review that says it was lost."""
+        spooled = (owner, review_spool_id(job_id))
+        review = self.spool.get(*spooled)
+        if review is not None:
+            self._send(identity, review, final_of=spooled, spooled=spooled)
+            return
+        job = self._reviews_pending.get((owner, job_id))
+        if job is not None:
+            job.client = identity  # it goes to this connection when ready
+            return
+        self._send(identity, Message("review", {"takes": takes, "missing": REVIEW_LOST},
+                                     parent=job_id))
+
+    def _redraw(self, identity: bytes, client: ClientState, message: Message) -> None:
+        """Draw a take's sync picture again with the markers sent (on the review thread)."""
+        body = message.body
+        target, take = body["request_id"], body["take"]
+        pictures = self.reviews.get((review_owner(client.key, identity), target))
+        if pictures is None:
+            self._send(identity, error_message(
+                "invalid_request", f"this server keeps no review data of {target} (its "
+                f"{self.reviews.max_entries} newest reviews are kept, per client key or "
+                "connection; or the server restarted): generate the take again to review it",
+                field="body.request_id", parent=message.id))
+            return
+        if take >= len(pictures):
+            self._send(identity, error_message(
+                "out_of_range", f"{target} has {len(pictures)} take(s); take {take} is not one",
+                field="body.take", parent=message.id))
+            return
+        done = redraw_soon(pictures[take], body["marker_times_s"], body["frame_rate"])
+        done.add_done_callback(lambda drawn: self.post(Redrawn(identity, message.id, target,
+                                                               take, drawn)))
 
     def _find_job(self, identity: bytes, owner: str | None, request_id: str) -> Job | None:
         """The open job ``request_id`` of this connection, or of any connection of ``owner``."""
@@ -508,6 +565,10 @@ class FoleyServer:
                 self._send_positions()
             elif isinstance(event, JobResult):
                 self._send_result(event)
+            elif isinstance(event, JobReview):
+                self._send_review(event)
+            elif isinstance(event, Redrawn):
+                self._send(event.client, _redraw_reply(event))
             elif isinstance(event, JobFailed):
                 self._finish(event.job, error_message(event.code, event.message,
                                                       field=event.field,
@@ -544,7 +605,29 @@ class FoleyServer:
         run_s = time.monotonic() - (job.started_at or job.accepted_at)
         self._job_time_s = run_s if self._job_time_s is None else (
             (1 - JOB_TIME_SMOOTHING) * self._job_time_s + JOB_TIME_SMOOTHING * run_s)
+        if body.get("review_follows"):
+            self._reviews_pending[(review_owner_of(job), job.request_id)] = job
         self._finish(job, Message("result", body, parent=job.request_id, buffers=event.buffers))
+
+    def _send_review(self, event: JobReview) -> None:
+        """The review of a result sent before: kept for redraws, spooled for a keyed job (a
+        later fetch finds it), sent to the job's (perhaps new) connection."""
+        job = event.job
+        owner = review_owner_of(job)
+        self._reviews_pending.pop((owner, job.request_id), None)
+        body, buffers = review_message_body(event.done, int(job.body.get("variations", 1)))
+        if "missing" not in body:
+            self.reviews.put((owner, job.request_id), event.done.result().pictures)
+        review = Message("review", body, parent=job.request_id, buffers=buffers)
+        spooled = None
+        if job.owner is not None and self.spool.put(job.owner, review_spool_id(job.request_id),
+                                                    review):
+            spooled = (job.owner, review_spool_id(job.request_id))
+        client = self.clients.get(job.client)
+        if client is not None and client.reply_minor < REVIEW_MINOR:
+            return  # the key's new connection speaks an older minor: it may fetch later
+        self._send(job.client, review, final_of=(job.owner, review_spool_id(job.request_id)),
+                   spooled=spooled)
 
     def _is_active(self, job: Job) -> bool:
         client = self.clients.get(job.client)
@@ -797,6 +880,36 @@ def spool_owner(client_key: str | None) -> str | None:
 def connection_owner(identity: bytes) -> str:
     """The spool owner of one key-less connection's overflow (never fetched by another)."""
     return f"conn:{identity.hex()}"
+
+
+def review_owner(client_key: str | None, identity: bytes) -> str:
+    """Who may redraw a take: the client key's connections, or the one key-less connection."""
+    return spool_owner(client_key) or connection_owner(identity)
+
+
+def review_owner_of(job: Job) -> str:
+    return job.owner or connection_owner(job.client)
+
+
+def review_spool_id(job_id: str) -> str:
+    """The spool id of a job's review ("/" is in no request id: no clash with a job's)."""
+    return f"{job_id}/review"
+
+
+def _redraw_reply(event: Redrawn) -> Message:
+    try:
+        png = event.done.result()
+    except Exception as exc:
+        logger.error("redraw of %s take %d failed: %s", event.job_id, event.take, exc,
+                     exc_info=exc)
+        return error_message("internal", f"the sync picture could not be drawn: "
+                             f"{type(exc).__name__}: {exc}", parent=event.request_id)
+    from v2a_server.evaluation.sync_picture import HEIGHT_PX, WIDTH_PX
+
+    return Message("redraw_reply", {
+        "request_id": event.job_id, "take": event.take,
+        "picture": {"encoding": "png", "width_px": WIDTH_PX, "height_px": HEIGHT_PX,
+                    "buffer": 0}}, parent=event.request_id, buffers=[png])
 
 
 def progress_body(stage: str, queue_position: int, step: int, total_steps: int,

@@ -4,11 +4,12 @@ A ``ModelWorker`` loads the pipeline on its device, then takes jobs from the sha
 ``JobQueue`` one at a time. It turns a job's protocol payload into pipeline arguments
 (``payload.prepare_inputs``), runs the pipeline with a step callback that reports progress and
 raises ``GenerationCancelled`` once the job's cancel event is set, and turns the output into a
-``result`` body with raw audio buffers (``result.build_result``, ``result.add_review``).
+``result`` body with raw audio buffers (``result.build_result``); the review data
+(``serving.review``) follows on the review thread, while the worker takes its next job.
 Everything it has to say goes to the socket loop through ``post(event)`` as the events of
 ``v2a_server.serving.events`` (``WorkerLoaded`` or ``WorkerFailed``, then per job
-``JobStarted``, ``JobProgress``..., and ``JobResult`` or ``JobFailed``); a worker never touches
-the socket.
+``JobStarted``, ``JobProgress``..., and ``JobResult`` (then ``JobReview``) or ``JobFailed``);
+a worker never touches the socket.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from v2a_server.serving.events import (
     JobFailed,
     JobProgress,
     JobResult,
+    JobReview,
     JobStarted,
     WorkerFailed,
     WorkerLoaded,
 )
 from v2a_server.serving.jobs import Job, JobQueue
 from v2a_server.serving.payload import MediaError, prepare_inputs
-from v2a_server.serving.result import add_review, build_result, frame_motion_soon
+from v2a_server.serving.result import build_result, frame_motion_soon
+from v2a_server.serving.review import merge_review, review_soon
 from v2a_server.serving.source_frames import (
     ReadCancelled,
     SourceUnavailable,
@@ -108,7 +111,8 @@ class ModelWorker(threading.Thread):
                 self.last_job_peak_memory_bytes = self.peak_memory_bytes()
                 self.last_job_id = job.request_id
                 self.job, self.state = None, "idle"
-            self.post(final)  # after going idle: a status answered next sees a free worker
+            if final is not None:  # after going idle: a status answered next sees a free worker
+                self.post(final)
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -167,8 +171,9 @@ class ModelWorker(threading.Thread):
 
     # ---- one job ------------------------------------------------------------------------
 
-    def _run_job(self, job: Job) -> JobResult | JobFailed:
-        """Run ``job``; returns its final event for the loop."""
+    def _run_job(self, job: Job) -> JobResult | JobFailed | None:
+        """Run ``job``; returns its final event for the loop (None: the review thread posts
+        it, once the review data the result carries is ready)."""
         from v2a_server.pipelines import GenerationCancelled, StepProgress
 
         job.started_at = time.monotonic()
@@ -224,19 +229,7 @@ class ModelWorker(threading.Thread):
             self.post(JobProgress(job, "finishing", done, done, 0.0, t_enc - job.started_at))
             body, buffers = build_result(output, job.body, steps_seen["steps"],
                                          float(self.pipe.latent_fps), self.card)
-            t_review = time.monotonic()
-            try:
-                add_review(body, buffers, job.body, motion.result(), inputs["frames_fps"],
-                           output.audio, int(output.sample_rate))
-            except Exception as exc:  # review data is extra: never lose the take over it
-                logger.exception("%s: sync review data failed", job.label)
-                for key in ("motion", "audio_onsets", "sync_pictures"):
-                    body.pop(key, None)
-                del buffers[len(body["audio"]["buffers"]):]
-                body["warnings"] = (body["warnings"] + [
-                    f"no sync review data: {type(exc).__name__}: {exc}"[:2000]])[-16:]
             t_end = time.monotonic()
-            body["timings_s"]["review_s"] = t_end - t_review
             body["timings_s"].update(source_timings)
             body["timings_s"].update({
                 "queue_s": job.started_at - job.accepted_at,
@@ -245,9 +238,23 @@ class ModelWorker(threading.Thread):
                 "encode_s": t_end - t_enc,
                 "total_s": t_end - job.accepted_at,
             })
+            # The review data goes on the review thread: this worker takes the next job now.
+            review = review_soon(job.body, body, motion, inputs["frames_fps"], output.audio,
+                                 int(output.sample_rate))
+            if job.review_follows:  # 1.4: the take now, its review in a message after it
+                body["review_follows"] = True
+                review.add_done_callback(lambda done: self.post(JobReview(job, done)))
+                final: JobResult | None = JobResult(job, body, buffers)
+            else:  # an older client: the result carries the review, so it waits for it
+                def merged(done, body=body, buffers=buffers):
+                    merge_review(body, buffers, done)
+                    self.post(JobResult(job, body, buffers))
+
+                review.add_done_callback(merged)
+                final = None
             logger.info("%s: done in %.2f s (pipeline %.2f s)", job.label,
                         t_end - job.started_at, t_enc - t_pipe)
-            return JobResult(job, body, buffers)
+            return final
         except (GenerationCancelled, ReadCancelled):
             logger.info("%s: cancelled (%s)", job.label, job.cancel_message or job.cancel_code)
             return JobFailed(job, job.cancel_code, job.cancel_message or "cancelled")
