@@ -227,3 +227,20 @@ def test_the_redraw_store_is_bounded_by_entries_and_bytes_oldest_unused_first():
     assert store.get(("key:k", "big")) is not None and store.get(("key:k", "more")) is not None
     store.put(("key:k", "huge"), [Data(10_000)] * 11)  # alone over the budget: not kept
     assert store.get(("key:k", "huge")) is None and store.bytes <= store.max_bytes
+
+
+def test_nothing_of_1_4_reaches_a_1_3_peer():
+    from foley_protocol.protocol import ProtocolError, for_minor
+
+    review = Message("review", {"takes": 1, "missing": "x"}, parent="job")
+    redraw = Message("redraw", {"request_id": "job", "take": 0, "marker_times_s": [1.0],
+                                "frame_rate": 25.0})
+    for message in (review, redraw):
+        with pytest.raises(ProtocolError) as refused:
+            for_minor(message, 3)
+        assert refused.value.code == "unsupported_version"
+        assert refused.value.field == "header.type" and "1.4" in refused.value.message
+        assert for_minor(message, 4) is message
+    result = Message("result", {"seed": 1, "review_follows": True, "warnings": []})
+    assert "review_follows" not in for_minor(result, 3).body
+    assert for_minor(result, 4).body["review_follows"] is True
