@@ -112,6 +112,10 @@ class Job:
     reopened: bool = False  # recorded in the .blend, found when it was opened
     retryable: bool = False  # the server lost it: the panel offers Retry
     auto_retried: bool = False  # sent again by itself once already
+    # the review (1.4): the takes are placed; their review data follows in a review message
+    review_due: bool = False
+    review_missing: str = ""  # why the review brought no data (the takes stay as placed)
+    review_body: dict[str, Any] | None = None  # the review message's body (buffers aside)
 
     def __post_init__(self):
         self.state = JobState(self.state)

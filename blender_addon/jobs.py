@@ -22,7 +22,7 @@ from foley_protocol.client import result_audio_numpy, result_sync_pictures
 from foley_protocol.protocol import ProtocolError
 
 from . import compat, frame_route, messages, placement, range_placement
-from . import recovery, sync
+from . import recovery, review_follow, sync
 from .capture import CaptureError
 from .connection import Connection
 from .job import ON_SERVER, WAITING_FOR_FRAMES, Job, JobState
@@ -53,6 +53,7 @@ class JobManager:
         self._phase = "poll"
         self._numbers = itertools.count(1)
         self.recovery = recovery.JobRecovery(self)
+        self.review = review_follow.ReviewFollow()  # review data after the take (1.4), redraws
 
     @property
     def prepared(self) -> dict[str, str]:
@@ -164,7 +165,7 @@ class JobManager:
 
         if ready and any(j.state in WAITING_FOR_FRAMES for j in self.active_jobs()):
             return CAPTURE_INTERVAL_S
-        if self.active_jobs():
+        if self.active_jobs() or self.review.pending:
             return ACTIVE_INTERVAL_S
         return IDLE_INTERVAL_S
 
@@ -246,6 +247,8 @@ class JobManager:
         if self.read_ahead.on_event(event):
             self.routes.clear()
             return
+        if self.review.on_event(event):
+            return
         job = next((j for j in self.jobs if j.request_id == event.request_id and j.active), None)
         if job is None:
             return  # a late reply to a cancelled job, a pong, a hello reply, ...
@@ -299,6 +302,7 @@ class JobManager:
         warnings = list(body.get("warnings", [])) + warnings
         text = messages.placed([p.strip_name for p in placed],
                                len(body.get("onset_times_s", [])), body.get("seed"), warnings)
+        self.review.placed(job)  # its review data follows (1.4) or came with it
         self._end(job, JobState.DONE, text, "WARNING" if warnings else "INFO")
 
 
@@ -360,13 +364,14 @@ def ensure_timer() -> None:
 
 
 def wait_until_idle(timeout_s: float = 600.0, sleep_s: float = 0.01) -> None:
-    """Pump ``poll_jobs`` until no job is active (scripts, tests, the bpy module).
+    """Pump ``poll_jobs`` until no job is active and no placed take waits for its review data
+    (scripts, tests, the bpy module).
 
     Raises:
         TimeoutError: jobs are still active after ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    while manager().active_jobs():
+    while manager().active_jobs() or manager().review.pending:
         if time.monotonic() > deadline:
             raise TimeoutError(f"Foley jobs still active after {timeout_s} s: "
                                + ", ".join(f"{j.label} ({j.state})" for j in manager().active_jobs()))

@@ -117,6 +117,12 @@ class FoleyTake(bpy.types.PropertyGroup):
     sync_picture: StringProperty(name="Sync Picture", subtype="FILE_PATH",
                                  options=compat.BLEND_RELATIVE_PATH,
                                  description="PNG beside the take's audio")
+    sync_picture_markers: StringProperty(
+        name="Sync Picture Markers",
+        description="The marker times (s) the sync picture shows; other markers now: redraw it")
+    request_id: StringProperty(name="Server Job",
+                               description="The generate request that made the take: its "
+                               "review data and sync picture come from the server by this id")
     hinted: BoolProperty(name="Made With Hints",
                          description="Generated from the edited markers of another take")
     range_start_s: FloatProperty(name="Range Start", unit="TIME_ABSOLUTE",

@@ -154,24 +154,18 @@ def remove_review_marker(scene, take, index: int) -> None:
 def record_placed_take(take, body: dict, variation: int,
                        onset_frames: list[tuple[float, float, int]],
                        marker_names: dict[int, str]) -> None:
-    """Fill a just placed take's review data from the server's result.
+    """Fill a just placed take's review records from the server's result (and its review
+    data, when the result carries it: servers before protocol 1.4).
 
     Args:
         take: the new ``FoleyTake``.
-        body: the result body (``motion``, ``audio_onsets`` are optional: older servers).
+        body: the result body (``motion``, ``audio_onsets`` are optional: older servers, and
+            1.4 servers, which send them in a ``review`` message after the result).
         variation: which take of the result.
         onset_frames: (time_s, probability, marker frame) of every onset that got a marker.
         marker_names: marker frame -> marker name.
     """
-    motion = body.get("motion") or {}
-    for time_s, strength in zip(motion.get("times_s", []), motion.get("strengths", [])):
-        event = take.motion_events.add()
-        event.time_s, event.strength = float(time_s), float(strength)
-    onsets = body.get("audio_onsets") or []
-    if variation < len(onsets):
-        for time_s, strength in zip(onsets[variation]["times_s"], onsets[variation]["strengths"]):
-            onset = take.audio_onsets.add()
-            onset.time_s, onset.strength = float(time_s), float(strength)
+    record_review_data(take, body, variation)
     # Several onsets can round to one marker frame: the marker keeps the first onset's time and
     # the highest probability.
     by_frame: dict[int, tuple[float, float]] = {}
@@ -186,6 +180,29 @@ def record_placed_take(take, body: dict, variation: int,
         item.time_s = time_s
         item.probability = probability
         item.state = "UNREVIEWED"
+
+
+def record_review_data(take, body: dict, variation: int) -> None:
+    """Fill ``take``'s review data (motion events, audio onsets) from a result or a ``review``
+    body (fields absent: nothing to fill), replacing what it had."""
+    motion = body.get("motion")
+    if motion is not None:
+        take.motion_events.clear()
+        for time_s, strength in zip(motion.get("times_s", []), motion.get("strengths", [])):
+            event = take.motion_events.add()
+            event.time_s, event.strength = float(time_s), float(strength)
+    onsets = body.get("audio_onsets")
+    if onsets is not None and variation < len(onsets):
+        take.audio_onsets.clear()
+        for time_s, strength in zip(onsets[variation]["times_s"], onsets[variation]["strengths"]):
+            onset = take.audio_onsets.add()
+            onset.time_s, onset.strength = float(time_s), float(strength)
+
+
+def review_marker_times_s(scene, take) -> list[float]:
+    """The take's onset markers as the editor has them now (moved, added, deleted), seconds
+    from its first frame, within the take: what a redrawn sync picture shows."""
+    return sorted(min(max(r.time_s, 0.0), take.duration_s) for r in review_rows(scene, take))
 
 
 def onset_frames_in_scene(scene, take=None) -> list[int]:

@@ -13,8 +13,10 @@ import os
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty
 
-from . import compat, onset_audition, review
+from . import compat, jobs, onset_audition, review, review_follow
 from .job_request import GenerateSettings, RequestBuilder, take_range_regen, whole_take_regen
+from .preferences import get_preferences
+from .review_follow import show_image
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +253,8 @@ class SEQUENCER_OT_foley_marker_add(bpy.types.Operator):
 
 
 class SEQUENCER_OT_foley_sync_picture_show(bpy.types.Operator):
-    """Show the active take's sync picture in an Image Editor"""
+    """Show the active take's sync picture in an Image Editor, redrawn by the server when its
+    markers were edited"""
 
     bl_idname = "sequencer.foley_sync_picture_show"
     bl_label = "Show Sync Picture"
@@ -262,11 +265,26 @@ class SEQUENCER_OT_foley_sync_picture_show(bpy.types.Operator):
         return _take_poll(cls, context)
 
     def execute(self, context):
-        _scene, take = _take_or_report(self, context)
+        scene, take = _take_or_report(self, context)
         if take is None:
             return {"CANCELLED"}
+        redrawing = False
+        if take.request_id and review_follow.needs_redraw(scene, take):
+            # the markers were edited: the server draws the picture again from them; it is
+            # shown when it comes (the one drawn before meanwhile)
+            try:
+                manager = jobs.connected_manager(get_preferences())
+                manager.review.redraw(manager.connection.client, scene,
+                                      review.active_take(scene)[0], take)
+                jobs.ensure_timer()
+                redrawing = True
+            except ValueError as exc:
+                self.report({"WARNING"}, f"Sync picture not redrawn: {exc}")
         path = bpy.path.abspath(take.sync_picture) if take.sync_picture else ""
         if not path or not os.path.isfile(path):
+            if redrawing:
+                self.report({"INFO"}, f"Drawing take {take.number}'s sync picture…")
+                return {"FINISHED"}
             self.report({"ERROR"}, f"Take {take.number} has no sync picture"
                         + (f" (missing file {path})" if path else ""))
             return {"CANCELLED"}
@@ -276,25 +294,6 @@ class SEQUENCER_OT_foley_sync_picture_show(bpy.types.Operator):
         if not shown:
             self.report({"INFO"}, f"Loaded the sync picture as image {image.name!r}")
         return {"FINISHED"}
-
-
-def show_image(context, image) -> bool:
-    """Show ``image`` in an Image Editor: an open one, else a new window (GUI only)."""
-    screen = context.screen
-    areas = list(screen.areas) if screen is not None else []
-    area = next((a for a in areas if a.type == "IMAGE_EDITOR"), None)
-    if area is None and context.window is not None:
-        try:
-            bpy.ops.wm.window_new()
-            area = bpy.context.window_manager.windows[-1].screen.areas[0]
-            area.type = "IMAGE_EDITOR"
-        except (RuntimeError, IndexError):
-            logger.debug("could not open an image editor window", exc_info=True)
-            area = None
-    if area is None:
-        return False
-    area.spaces.active.image = image
-    return True
 
 
 # ---- regenerate with markers ----------------------------------------------------------------

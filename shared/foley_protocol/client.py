@@ -418,13 +418,15 @@ class FoleyClient:
                 remaining = 0.25 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"request {request_id} did not end in {timeout_s} s")
-                for event in self.poll(min(remaining, 0.25)):
+                events = self.poll(min(remaining, 0.25))
+                for i, event in enumerate(events):
                     if event.request_id != request_id:
                         others.append(event)
                         continue
                     if on_event is not None:
                         on_event(event)
                     if event.final:
+                        others += events[i + 1:]  # e.g. the review that came with its result
                         return event
         finally:
             self._backlog = others + self._backlog

@@ -216,7 +216,7 @@ def test_audition_plays_the_window_then_restores_playback_state(project, addon):
 def test_review_list_matches_the_returned_onsets_and_offsets(generated):
     scene, _sound, take, job = generated
     review_ops = addon_module("review")
-    body = job.result_body
+    body = {**job.result_body, **(job.review_body or {})}  # 1.4: review data after it
     motion = body["motion"]["times_s"]
     # The server's motion events of the frames it received: the jumps at 1 s and 2 s.
     assert motion == pytest.approx([1.0, 2.0])
@@ -266,7 +266,7 @@ def test_review_list_matches_the_returned_onsets_and_offsets(generated):
 
 def test_sync_picture_is_written_beside_the_audio_and_opens_as_an_image(generated):
     scene, sound, take, job = generated
-    server = job.result_body["sync_pictures"]
+    server = (job.review_body or job.result_body)["sync_pictures"]  # 1.4: in the review
     path = Path(bpy.path.abspath(take.sync_picture))
     audio = sound_file(sound)
     assert path.parent == audio.parent and path.name == f"{audio.stem}_sync.png"
