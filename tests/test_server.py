@@ -107,7 +107,8 @@ def wait_ready(client: FoleyClient, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 def collect(clients, request_ids, timeout_s=JOB_TIMEOUT_S):
-    """Poll ``clients`` until every id in ``request_ids`` has ended; returns id -> events."""
+    """Poll ``clients`` until every id in ``request_ids`` has ended; returns id -> events (up
+    to its final one)."""
     events = {rid: [] for rid in request_ids}
     open_ids = set(request_ids)
     deadline = time.monotonic() + timeout_s
@@ -116,7 +117,8 @@ def collect(clients, request_ids, timeout_s=JOB_TIMEOUT_S):
             raise AssertionError(f"{len(open_ids)} request(s) still open after {timeout_s} s")
         for client in clients:
             for event in client.poll(0.02 if len(clients) > 1 else 0.1):
-                if event.request_id in events:
+                # an id's events up to its final one (a 1.4 result's review may come after)
+                if event.request_id in open_ids:
                     events[event.request_id].append(event)
                     if event.final:
                         open_ids.discard(event.request_id)

@@ -2,10 +2,10 @@
 
 Engines (``v2a_server.serving.engine``) call ``post(event)`` from their own threads; the loop
 (``v2a_server.serving.server``) takes the events in order on its thread and turns them into
-replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``, and
-after a result that says ``review_follows`` one ``JobReview``. ``SourcePrepared`` and
-``Redrawn`` are the loop's own: a ``prepare`` read finished on the source-reader threads, a
-``redraw`` drawn on the review thread.
+replies. Every accepted job gets exactly one final event, ``JobResult`` or ``JobFailed``.
+``JobReview``, ``SourcePrepared`` and ``Redrawn`` are the loop's own: the review of a result
+sent is ready, a ``prepare`` read finished on the source-reader threads, a ``redraw`` was drawn
+on the review thread.
 """
 
 from __future__ import annotations
@@ -59,17 +59,21 @@ class JobProgress:
 @dataclass(frozen=True)
 class JobResult:
     """A finished job: the ``result`` body (``model_id`` and server-clock times still to add)
-    and its raw buffers."""
+    and its raw buffers; with ``review_follows`` in the body, ``review`` is the Future of its
+    review data (``serving.review.Review``): the loop sends the review once the result is
+    sent (``JobReview``), never before it."""
 
     job: Job
     body: dict[str, Any]
     buffers: list[Any]
+    review: Future | None = None
 
 
 @dataclass(frozen=True)
 class JobReview:
-    """The review of a job whose result said ``review_follows``: ``done`` (a Future) holds the
-    ``serving.review.Review`` or the exception that ended it."""
+    """The review of a job whose result said ``review_follows`` is ready: ``done`` (the
+    ``JobResult.review`` Future) holds the ``serving.review.Review`` or the exception that
+    ended it. The loop posts it to itself, after sending the result."""
 
     job: Job
     done: Future

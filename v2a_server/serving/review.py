@@ -36,7 +36,11 @@ logger = logging.getLogger("v2a_server.serving.review")
 # Redraw data kept per server: the newest jobs' first, at most this many and this many bytes
 # (a 60 s take at 48 kHz is 11.5 MB of float32; 4 takes of 10 s at 16 kHz, 2.6 MB).
 REVIEW_STORE_MAX_ENTRIES = 64
-REVIEW_STORE_MAX_BYTES = 256 * 2**20
+REVIEW_STORE_MAX_BYTES = 128 * 2**20
+# Reviews queued or running at once: a worker that finishes takes faster than the review thread
+# reviews them waits here, so the takes waiting for review (audio, frames) stay bounded.
+REVIEWS_IN_FLIGHT = 2
+_in_flight = threading.BoundedSemaphore(REVIEWS_IN_FLIGHT)
 
 
 @dataclass
@@ -53,12 +57,21 @@ class Review:
 def review_soon(request: dict[str, Any], result_body: dict[str, Any], motion: Future,
                 frames_fps: float, audio: Any, sample_rate: int) -> Future:
     """``compute_review`` on the review thread (after the job's motion events, which the same
-    thread computes beside the generation); the Future holds a ``Review`` or the exception."""
+    thread computes beside the generation); the Future holds a ``Review`` or the exception.
+    Blocks while ``REVIEWS_IN_FLIGHT`` reviews wait (only when reviews are slower than the
+    generation: memory stays bounded)."""
     # what the review reads of the result, copied now: the loop sends (and edits) the result
     takes = len(result_body["audio"]["buffers"])
     scratch = {"onset_times_s": list(result_body["onset_times_s"]), "seed": result_body["seed"]}
-    return REVIEW_POOL.submit(compute_review, request, takes, scratch, motion, frames_fps, audio,
-                              sample_rate)
+    _in_flight.acquire()
+    try:
+        done = REVIEW_POOL.submit(compute_review, request, takes, scratch, motion, frames_fps,
+                                  audio, sample_rate)
+    except BaseException:
+        _in_flight.release()
+        raise
+    done.add_done_callback(lambda _done: _in_flight.release())
+    return done
 
 
 def compute_review(request: dict[str, Any], takes: int, scratch: dict[str, Any],

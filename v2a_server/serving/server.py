@@ -608,6 +608,8 @@ class FoleyServer:
         if body.get("review_follows"):
             self._reviews_pending[(review_owner_of(job), job.request_id)] = job
         self._finish(job, Message("result", body, parent=job.request_id, buffers=event.buffers))
+        if event.review is not None:  # the review after the result, never before it
+            event.review.add_done_callback(lambda done: self.post(JobReview(job, done)))
 
     def _send_review(self, event: JobReview) -> None:
         """The review of a result sent before: kept for redraws, spooled for a keyed job (a

@@ -8,8 +8,8 @@ raises ``GenerationCancelled`` once the job's cancel event is set, and turns the
 (``serving.review``) follows on the review thread, while the worker takes its next job.
 Everything it has to say goes to the socket loop through ``post(event)`` as the events of
 ``v2a_server.serving.events`` (``WorkerLoaded`` or ``WorkerFailed``, then per job
-``JobStarted``, ``JobProgress``..., and ``JobResult`` (then ``JobReview``) or ``JobFailed``);
-a worker never touches the socket.
+``JobStarted``, ``JobProgress``..., and ``JobResult`` (with its review's Future) or
+``JobFailed``); a worker never touches the socket.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from v2a_server.serving.events import (
     JobFailed,
     JobProgress,
     JobResult,
-    JobReview,
     JobStarted,
     WorkerFailed,
     WorkerLoaded,
@@ -243,8 +242,7 @@ class ModelWorker(threading.Thread):
                                  int(output.sample_rate))
             if job.review_follows:  # 1.4: the take now, its review in a message after it
                 body["review_follows"] = True
-                review.add_done_callback(lambda done: self.post(JobReview(job, done)))
-                final: JobResult | None = JobResult(job, body, buffers)
+                final: JobResult | None = JobResult(job, body, buffers, review)
             else:  # an older client: the result carries the review, so it waits for it
                 def merged(done, body=body, buffers=buffers):
                     merge_review(body, buffers, done)
