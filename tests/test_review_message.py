@@ -244,3 +244,19 @@ def test_nothing_of_1_4_reaches_a_1_3_peer():
     result = Message("result", {"seed": 1, "review_follows": True, "warnings": []})
     assert "review_follows" not in for_minor(result, 3).body
     assert for_minor(result, 4).body["review_follows"] is True
+
+
+def test_a_review_that_does_not_come_ends_as_a_review_without_data_never_an_error():
+    """The client's own end of an awaited review (timeout here; server_lost likewise): the take
+    arrived already, so the caller sees a ``review`` that says why it has no data."""
+    from foley_protocol.client import Event, _Pending
+
+    with FoleyClient("tcp://127.0.0.1:1", client_name="nobody") as client:
+        client._pending["job-1"] = _Pending("review", time.monotonic() - 1.0)
+        events = [e for e in client.poll(0.05) if e.request_id == "job-1"]
+    assert [(e.type, e.final, e.local) for e in events] == [("review", True, True)]
+    assert events[0].body["missing"].startswith("timeout: ")
+    result = Message("result", {"warnings": [], "timings_s": {}, "review_follows": True})
+
+    merged = merge_review(Event("result", "job-1", result.body, [], True), events[0])
+    assert merged.body["warnings"] == [events[0].body["missing"]]
