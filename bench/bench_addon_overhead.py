@@ -7,7 +7,9 @@ job loop, pumped as in the bpy module) against a real ``v2a-server`` subprocess.
                the server reads the movie file itself (the fast path, movie_source.py)
     send       encoding + queueing the generate request
     transport  roundtrip - server pipeline time (ZeroMQ both ways, the server reading the
-               movie file on the fast path, frame/audio decode and encode, review data, queue)
+               movie file on the fast path, frame/audio decode and encode, queue); the review
+               data (motion events, onsets, sync picture) follows the result (protocol 1.4) and
+               is filled in after placement: reported beside, not counted
     placement  resample 16 kHz -> scene mix rate (soxr), WAV write, sound strip, markers
     generation the server's pipeline time (``result.timings_s.pipeline_s``)
 
@@ -157,7 +159,12 @@ def timed_request(jobs, seed: int) -> dict:
            "frames_from_source": t["frames_from_source"],
            "server_source_read_s": s.get("source_read_s", 0.0),
            # parts of "transport" spent on the server outside the pipeline
-           "server_prepare_s": s.get("prepare_s", 0.0), "server_review_s": s.get("review_s", 0.0),
+           "server_prepare_s": s.get("prepare_s", 0.0),
+           # the review data: made on the server after the result (1.4), filled in after
+           # placement (before 1.4 it was part of "transport")
+           "server_review_s": ((job.review_body or {}).get("timings_s", {})
+                               .get("review_s", s.get("review_s", 0.0))),
+           "review_after_result_s": t.get("review_after_result_s", 0.0),
            "tick_max_ms": 1000 * ticks[-1],
            "tick_p95_ms": 1000 * ticks[int(0.95 * (len(ticks) - 1))]}
     row["overhead_s"] = row["capture_s"] + row["send_s"] + row["transport_s"] + row["placement_s"]
@@ -248,7 +255,8 @@ def main() -> int:
                       f"placement {row['placement_s']:.3f} | generation {row['generation_s']:6.2f} s"
                       f" (read ahead {row['read_ahead_s']:.2f} s before the click; server: "
                       f"movie read {row['server_source_read_s']:.3f}, prepare "
-                      f"{row['server_prepare_s']:.3f}, review data {row['server_review_s']:.3f})"
+                      f"{row['server_prepare_s']:.3f}, review data {row['server_review_s']:.3f}, "
+                      f"filled {row['review_after_result_s']:.3f} s after the result)"
                       f" | ratio {100 * row['ratio']:5.1f} % | tick max {row['tick_max_ms']:.0f} "
                       f"ms, p95 {row['tick_p95_ms']:.0f} ms; slowest tick by phase (ms) "
                       f"{row['tick_max_ms_by_phase']}")

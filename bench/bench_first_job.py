@@ -9,7 +9,9 @@ This starts a ``v2a-server`` subprocess with an empty ``MPLCONFIGDIR`` (a fresh 
 sends the same Generate (frames of a moving square, sync picture asked for, as the add-on does)
 ``--runs`` + 1 times in a row, from a 1.4 client, and reports for each job the seconds from
 sending to its result (the take) and to its review, first job against the median of the
-others; the target is first − warm ≤ 2 s for the result. Beside it, the baseline: the seconds a
+others, in all and outside the pipeline (the pipeline's own first run, torch warming up, is the
+model's, not the review's); the target is first − warm ≤ 2 s for the result outside the
+pipeline. Beside it, the baseline: the seconds a
 fresh process takes to import matplotlib and build its font cache here (what the first result
 waited for before), and again with the cache built.
 
@@ -32,15 +34,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "shared"), str(REPO / "bench")]
 
 TARGET_S = 2.0
-FONT_CACHE_CODE = ("import time; t = time.monotonic(); import matplotlib; matplotlib.use('Agg'); "
-                   "import matplotlib.font_manager; print(time.monotonic() - t)")
+# what a fresh process spends before its first review: matplotlib's font manager, librosa's
+# first onset detection
+FIRST_REVIEW_CODE = """
+import time
+t = time.monotonic()
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.font_manager
+t1 = time.monotonic()
+import numpy as np
+from v2a_server.evaluation.metrics import audio_onsets_waveform
+audio_onsets_waveform(np.zeros(16000, np.float32), 16000)
+print(t1 - t, time.monotonic() - t1)
+"""
 
 
-def font_cache_seconds(mpl_dir: Path) -> float:
-    """Seconds a fresh process takes to import matplotlib's font manager with ``mpl_dir``."""
-    out = subprocess.run([sys.executable, "-c", FONT_CACHE_CODE], check=True, text=True,
-                         capture_output=True, env={**os.environ, "MPLCONFIGDIR": str(mpl_dir)})
-    return float(out.stdout.strip().splitlines()[-1])
+def first_review_seconds(mpl_dir: Path) -> tuple[float, float]:
+    """(matplotlib's font manager, librosa's first onsets): seconds in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", FIRST_REVIEW_CODE], check=True, text=True,
+                         capture_output=True, cwd=str(REPO),
+                         env={**os.environ, "MPLCONFIGDIR": str(mpl_dir)})
+    font, onsets = out.stdout.strip().splitlines()[-1].split()
+    return float(font), float(onsets)
 
 
 def square_frames(n: int = 32, side: int = 96):
@@ -87,8 +103,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="foley-first-job-"))
-    baseline_fresh = font_cache_seconds(work / "mpl-baseline")
-    baseline_warm = font_cache_seconds(work / "mpl-baseline")
+    baseline_fresh = first_review_seconds(work / "mpl-baseline")
+    baseline_warm = first_review_seconds(work / "mpl-baseline")
     fresh = work / "mpl-server"
     fresh.mkdir()
     os.environ["MPLCONFIGDIR"] = str(fresh)  # the server's: empty, as after a fresh install
@@ -106,15 +122,20 @@ def main() -> int:
     for i, row in enumerate(rows):
         print(f"{'first' if i == 0 else f'warm {i}':7s} result {row['result_s']:6.2f} s "
               f"(pipeline {row['pipeline_s']:5.2f} s) | review {row['review_s']:6.2f} s")
+    for row in rows:  # what is not the model's: the pipeline's own first run is torch's
+        row["result_beside_s"] = row["result_s"] - row["pipeline_s"]
+        row["review_beside_s"] = row["review_s"] - row["pipeline_s"]
     warm = {k: statistics.median(r[k] for r in rows[1:]) for k in rows[0]}
-    extra = {k: rows[0][k] - warm[k] for k in ("result_s", "review_s", "pipeline_s")}
-    verdict = "meets" if extra["result_s"] <= TARGET_S else "misses"
-    print(f"first job - warm median: result {extra['result_s']:+.2f} s ({verdict} the "
-          f"{TARGET_S:.0f} s target), review {extra['review_s']:+.2f} s, pipeline "
-          f"{extra['pipeline_s']:+.2f} s")
-    print(f"baseline: matplotlib's font cache in a fresh process here {baseline_fresh:.2f} s, "
-          f"with the cache built {baseline_warm:.2f} s (the first result waited for the "
-          f"former before; an editor's machine with many fonts: ~20 s)")
+    extra = {k: rows[0][k] - warm[k] for k in rows[0]}
+    verdict = "meets" if extra["result_beside_s"] <= TARGET_S else "misses"
+    print(f"first job - warm median, outside the pipeline: result "
+          f"{extra['result_beside_s']:+.2f} s ({verdict} the {TARGET_S:.0f} s target), review "
+          f"{extra['review_beside_s']:+.2f} s; in all: result {extra['result_s']:+.2f} s, "
+          f"review {extra['review_s']:+.2f} s, of which the pipeline {extra['pipeline_s']:+.2f} s")
+    print(f"baseline, a fresh process here: matplotlib's font manager {baseline_fresh[0]:.2f} s "
+          f"without its cache ({baseline_warm[0]:.2f} s with it; an editor's machine with many "
+          f"fonts: ~20 s), librosa's first onsets {baseline_fresh[1]:.2f} s: what the first "
+          f"result waited for when the review was made in the job")
     log = (work / "server.log").read_text(errors="replace")
     ready = [line for line in log.splitlines() if "matplotlib ready" in line]
     print(f"server: {ready[0].split('v2a_server.serving.review: ')[-1] if ready else 'no warm-up line'}")

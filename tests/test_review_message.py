@@ -108,6 +108,17 @@ def test_a_1_4_client_gets_the_take_first_and_its_review_data_after_it(server):
     assert merged.body["motion"] == review.body["motion"] and "review_follows" not in merged.body
 
 
+
+def test_the_review_libraries_load_at_server_start_beside_the_model(server):
+    """matplotlib (its font cache: ~20 s on a fresh machine) and librosa's first onset call load
+    on a thread of their own as the server starts, not in the first job."""
+    deadline = time.monotonic() + 60
+    while "matplotlib ready in" not in server.log():
+        assert time.monotonic() < deadline, "no warm-up line in the server log"
+        time.sleep(0.2)
+    assert "librosa's onsets in" in server.log()
+
+
 def test_a_1_3_client_gets_the_review_inside_the_result_and_no_review_message(server):
     old = RawClient(server.endpoint, minor=3)
     try:

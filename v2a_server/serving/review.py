@@ -10,9 +10,9 @@ has gone on to the next job.
 What a take's sync picture shows (``SyncPictureData``: the take's audio, the frames' motion, the
 onset envelope) is kept in a bounded ``ReviewStore`` so that a ``redraw`` request can draw the
 picture again from the editor's edited markers (``redraw_soon``): the client sends only the
-marker times. Matplotlib is imported (and its font cache built, ~20 s on a fresh machine) on
-a thread of its own at server start (``warm_matplotlib_soon``), so the first job's picture does
-not wait for it.
+marker times. Matplotlib is imported (and its font cache built, ~20 s on a fresh machine) and
+librosa's onset detection run once (its first call compiles) on a thread of their own at server
+start (``warm_review_soon``), so the first job's review does not wait for them.
 """
 
 from __future__ import annotations
@@ -196,12 +196,13 @@ def redraw_soon(data: Any, marker_times_s: list[float], frame_rate: float) -> Fu
     return REVIEW_POOL.submit(draw)
 
 
-# ---- matplotlib, before the first job needs it ------------------------------------------
+# ---- matplotlib and librosa, before the first job needs them ----------------------------
 
 
-def warm_matplotlib() -> float:
+def warm_review_libraries() -> tuple[float, float]:
     """Import matplotlib and load its font manager (on a fresh machine that builds the font
-    cache, ~20 s); returns the seconds it took."""
+    cache, ~20 s), then run librosa's onset detection once (its first call compiles, seconds);
+    returns the seconds each took."""
     t0 = time.monotonic()
     import matplotlib
 
@@ -212,20 +213,28 @@ def warm_matplotlib() -> float:
     figure = Figure(figsize=(1, 1))
     figure.text(0.5, 0.5, "0")
     figure.savefig(_Discard(), format="png")  # the Agg backend and a font, loaded once
-    return time.monotonic() - t0
+    t1 = time.monotonic()
+    from v2a_server.evaluation.metrics import audio_onsets_waveform
+
+    click = np.zeros(16000, np.float32)
+    click[8000:8100] = 0.5
+    audio_onsets_waveform(click, 16000)
+    return t1 - t0, time.monotonic() - t1
 
 
-def warm_matplotlib_soon() -> threading.Thread:
-    """``warm_matplotlib`` on a thread of its own (not the review thread: a job's motion
-    events need not wait for it; a picture drawn meanwhile waits at the import lock)."""
+def warm_review_soon() -> threading.Thread:
+    """``warm_review_libraries`` on a thread of its own at server start (not the review thread:
+    a job's motion events need not wait for it; a review meanwhile waits at the import lock
+    for what is still loading)."""
 
     def run() -> None:
         try:
-            logger.info("matplotlib ready in %.1f s", warm_matplotlib())
-        except Exception:  # the pictures will say what is wrong when drawn
-            logger.exception("matplotlib could not be loaded")
+            logger.info("matplotlib ready in %.1f s, librosa's onsets in %.1f s",
+                        *warm_review_libraries())
+        except Exception:  # the review will say what is wrong when it runs
+            logger.exception("the review's libraries could not be loaded")
 
-    thread = threading.Thread(target=run, name="v2a-matplotlib-warmup", daemon=True)
+    thread = threading.Thread(target=run, name="v2a-review-warmup", daemon=True)
     thread.start()
     return thread
 

@@ -76,7 +76,7 @@ from v2a_server.serving.review import (
     ReviewStore,
     redraw_soon,
     review_message_body,
-    warm_matplotlib_soon,
+    warm_review_soon,
 )
 from v2a_server.serving.security import (
     check_bind_allowed,
@@ -232,9 +232,9 @@ class FoleyServer:
                     PROTOCOL_MINOR, self.jobs.max_length)
 
     def start_engine(self) -> None:
-        """Let the engine load the model and take jobs from the queue (and matplotlib load,
-        beside it, for the sync pictures)."""
-        warm_matplotlib_soon()
+        """Let the engine load the model and take jobs from the queue (and the review's
+        libraries load beside it)."""
+        warm_review_soon()
         self.engine.start(self.jobs, self.post)
 
     def post(self, event: LoopEvent) -> None:
