@@ -484,7 +484,8 @@ class FoleyServer:
                                      parent=message.id))
         if final is not None:
             self._send(identity, final, final_of=(owner, target), spooled=(owner, target))
-            if final.type == "result" and final.body.get("review_follows"):
+            if final.type == "result" and final.body.get("review_follows") \
+                    and client.reply_minor >= REVIEW_MINOR:  # an older one: the take alone
                 self._fetch_review(identity, owner, target, len(final.body["audio"]["buffers"]))
         if was == "queued":
             self._send_positions(force=job)
