@@ -114,6 +114,7 @@ class Job:
     auto_retried: bool = False  # sent again by itself once already
     # the review (1.4): the takes are placed; their review data follows in a review message
     review_due: bool = False
+    review_since: float = 0.0  # time.monotonic() when placed, waiting for the review
     review_missing: str = ""  # why the review brought no data (the takes stay as placed)
     review_body: dict[str, Any] | None = None  # the review message's body (buffers aside)
 

@@ -25,6 +25,7 @@ def _on_load_pre(*_args) -> None:
     if manager is not None:
         manager.recovery.detach()
         manager.cancel(reason="Another file was opened")
+        manager.review.forget()  # its takes are going away: their reviews are not the next file's
         manager.forget_read_ahead()
 
 

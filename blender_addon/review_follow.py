@@ -23,10 +23,16 @@ from dataclasses import dataclass
 
 import bpy
 from foley_protocol.client import redraw_picture, result_sync_pictures
+from foley_protocol.protocol import DEFAULT_TIMEOUTS_S
 
 from . import compat, files, messages, placement, review
 
 logger = logging.getLogger(__name__)
+
+# The client ends an awaited review or redraw itself at its timeout; one whose client went away
+# (another server, the add-on disabled) is forgotten a little after that.
+FORGET_AFTER_S = {"review": DEFAULT_TIMEOUTS_S["review"] + 5.0,
+                  "redraw": DEFAULT_TIMEOUTS_S["redraw"] + 5.0}
 
 
 def find_take(scene_name: str, strip_name: str, take_id: str):
@@ -59,6 +65,7 @@ class RedrawAsk:
     take_id: str
     markers: str
     show: bool  # show the picture when it comes (an operator asked, in the GUI)
+    sent_at: float = 0.0  # time.monotonic()
 
 
 class ReviewFollow:
@@ -71,7 +78,23 @@ class ReviewFollow:
 
     @property
     def pending(self) -> bool:
+        """Reviews or redraws still to come (those waited for too long forgotten)."""
+        now = time.monotonic()
+        for request_id, job in list(self.waiting.items()):
+            if now - job.review_since > FORGET_AFTER_S["review"]:
+                job.review_due = False
+                del self.waiting[request_id]
+        for request_id, ask in list(self.redraws.items()):
+            if now - ask.sent_at > FORGET_AFTER_S["redraw"]:
+                del self.redraws[request_id]
         return bool(self.waiting or self.redraws)
+
+    def forget(self) -> None:
+        """Another file is opened: a review or redraw that comes now has no take to fill."""
+        for job in self.waiting.values():
+            job.review_due = False
+        self.waiting.clear()
+        self.redraws.clear()
 
     def placed(self, job) -> None:
         """After ``job``'s takes were placed: remember its request on them; wait for their
@@ -86,7 +109,7 @@ class ReviewFollow:
                     take.sync_picture_markers = markers_key(
                         review.review_marker_times_s(scene, take))
         if (job.result_body or {}).get("review_follows") and job.request_id:
-            job.review_due = True
+            job.review_due, job.review_since = True, time.monotonic()
             self.waiting[job.request_id] = job
 
     def on_event(self, event) -> bool:
@@ -151,7 +174,7 @@ class ReviewFollow:
         times = review.review_marker_times_s(scene, take)
         request_id = client.redraw(take.request_id, take.variation, times, review.scene_fps(scene))
         self.redraws[request_id] = RedrawAsk(scene.name, strip.name, take.take_id,
-                                             markers_key(times), show)
+                                             markers_key(times), show, time.monotonic())
         return request_id
 
     def _write_redraw(self, ask: RedrawAsk, png: bytes) -> None:
