@@ -157,7 +157,8 @@ def test_redraw_draws_the_take_with_the_edited_markers(server):
         never = client.redraw("no-such-job", 0, [1.0], 25.0)
         unknown = collect([client], [never])[never][-1]
     same_reply, edited_reply = replies[same][-1], replies[edited][-1]
-    assert same_reply.type == edited_reply.type == "redraw_reply"
+    assert same_reply.type == edited_reply.type == "redraw_reply", (same_reply.body,
+                                                                    edited_reply.body)
     assert edited_reply.body["request_id"] == job_id and edited_reply.body["take"] == 1
     # the same markers draw the same picture; edited ones another, of the same size
     assert redraw_picture(same_reply) == original

@@ -70,7 +70,7 @@ DEFAULT_TIMEOUTS_S = {
     "generate": 900.0,
     "prepare": 120.0,
     "fetch": 5.0,
-    "redraw": 30.0,
+    "redraw": 60.0,  # drawn on the review thread, after any review it is busy with
     # after a result that says review_follows: how long a client waits for the review
     "review": 300.0,
 }
