@@ -173,3 +173,22 @@ def test_the_default_model_stores_a_measured_onset_latency():
         pytest.skip("the embedded default model is not installed")
     latency = json.loads(index.read_text())["onset_latency_s"]
     assert 0.005 <= latency <= 0.040  # librosa's label latency (bench/onset_latency.py)
+
+
+def test_marker_hints_go_to_the_frame_the_model_learned_them_at(tiny_model_dir, tmp_path):
+    """A marker sits on the attack; the model learned hints at its onset labels, its latency
+    later: a hint at t marks the latent frame holding t + latency (none: t's own frame)."""
+    from v2a_server.model_store import load_pipeline
+    from v2a_server.serving.payload import prepare_inputs
+
+    late = tmp_path / "late"
+    load_pipeline(tiny_model_dir).save_pretrained(str(late))
+    index = late / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "onset_latency_s": 0.019}))
+    frames = np.zeros((50, 32, 32, 3), np.uint8)
+    body = {"duration_s": 2.0, "frames": {"fps": 25.0}, "caption": "a knock",
+            "onset_hints_s": [0.03, 1.0]}
+    hints = {name: np.flatnonzero(prepare_inputs(load_pipeline(folder), body, [], frames)
+                                  ["onset_hints"]).tolist()
+             for name, folder in (("plain", tiny_model_dir), ("late", late))}
+    assert hints == {"plain": [0, 25], "late": [1, 25]}  # 0.049 s is in frame 1, 1.019 in 25

@@ -82,14 +82,14 @@ def window_level_dbfs(waveform, sample_rate: float, start_s, length_s: float = L
     return 20.0 * np.log10(np.maximum(np.sqrt(np.maximum(mean_square, 0.0)), 1e-6))
 
 
-def audible(waveform, sample_rate: float, times_s) -> np.ndarray:
+def audible(waveform, sample_rate: float, times_s, lead_s: float = LEVEL_LEAD_S) -> np.ndarray:
     """[K] bool: whether each time has audible energy around it: the RMS of the 100 ms from
-    ``LEVEL_LEAD_S`` before it is at least ``AUDIBLE_DBFS`` (the near-silent test of one take,
+    ``lead_s`` before it is at least ``AUDIBLE_DBFS`` (the near-silent test of one take,
     applied to one onset)."""
     times = np.asarray(times_s, dtype=np.float64).reshape(-1)
     if times.size == 0:
         return np.zeros(0, dtype=bool)
-    return window_level_dbfs(waveform, sample_rate, times - LEVEL_LEAD_S) >= AUDIBLE_DBFS
+    return window_level_dbfs(waveform, sample_rate, times - lead_s) >= AUDIBLE_DBFS
 
 
 def envelope(waveform, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
