@@ -61,7 +61,7 @@ def main() -> None:
     import soxr
     import torch
 
-    from v2a_server.evaluation.metrics import motion_events, video_motion_events
+    from v2a_server.evaluation.metrics import VideoMotion, motion_events, video_motion_events
     from v2a_server.media.audio_io import load_container_audio
     from v2a_server.media.video_io import read_video
     from v2a_server.synth.clip import make_clip
@@ -93,7 +93,8 @@ def main() -> None:
         print(f"real {path.stem}", flush=True)
     for _, index, seed in clip_seeds(0, {"test": args.synthetic}):
         clip = make_clip(seed)
-        motion = motion_events(clip.frames, clip.fps)
+        events = motion_events(clip.frames, clip.fps)
+        motion = VideoMotion(events.energy, events.times_s, clip.fps)
         take = None
         if pipe is not None:
             take = pipe(frames=clip.frames, frames_fps=clip.fps, duration_s=clip.duration_s,

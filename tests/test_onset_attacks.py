@@ -192,3 +192,62 @@ def test_marker_hints_go_to_the_frame_the_model_learned_them_at(tiny_model_dir, 
                                   ["onset_hints"]).tolist()
              for name, folder in (("plain", tiny_model_dir), ("late", late))}
     assert hints == {"plain": [0, 25], "late": [1, 25]}  # 0.049 s is in frame 1, 1.019 in 25
+
+
+# ---- the default model on held-out synthetic clips ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_model_takes():
+    """Per held-out test clip: the default model's take, its head's raw marker times, the
+    markers the pipeline returned and the clip's true impact times."""
+    import torch
+
+    from v2a_server.model_store import DEFAULT_MODEL_DIR, load_pipeline
+    from v2a_server.pipelines.onsets import pick_onsets
+    from v2a_server.synth.clip import make_clip
+    from v2a_server.synth.dataset import clip_seeds
+
+    if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+        pytest.skip("the embedded default model is not installed")
+    torch.set_num_threads(2)
+    pipe = load_pipeline("default")
+    out = []
+    for _, index, seed in clip_seeds(0, {"test": 4}):
+        clip = make_clip(seed)
+        result = pipe(frames=clip.frames, frames_fps=clip.fps, duration_s=clip.duration_s,
+                      caption=clip.caption, seed=index)
+        raw, _ = pick_onsets(result.onset_probs, 1 / pipe.latent_fps)
+        out.append({"audio": result.audio[0], "raw": np.asarray(raw), "markers":
+                    np.asarray(result.onset_times_s), "impacts": clip.event_times_s,
+                    "latency": pipe.config.onset_latency_s})
+    return out
+
+
+def _offsets(markers, targets):
+    from v2a_server.evaluation.metrics import match_events
+
+    return [markers[i] - targets[j] for i, j in match_events(markers, targets, 0.1,
+                                                             inclusive=True)]
+
+
+def test_the_default_models_markers_sit_on_the_attacks_of_its_takes(default_model_takes):
+    raw, calibrated, returned, kept = [], [], [], 0
+    for take in default_model_takes:
+        found = find_attacks(take["audio"], SR).times_s
+        raw += _offsets(take["raw"], found)
+        calibrated += _offsets(take["raw"] - take["latency"], found)
+        returned += _offsets(take["markers"], found)
+        kept += len(take["markers"])
+    assert len(raw) >= 10
+    assert np.median(np.abs(raw)) > 0.012  # the head alone runs late ...
+    assert np.median(np.abs(calibrated)) <= 0.010  # ... its stored latency corrects it ...
+    assert np.median(np.abs(returned)) <= 0.002  # ... and the pipeline puts them on the attack
+    assert len(returned) >= 0.8 * kept
+
+
+def test_the_default_models_markers_are_nearer_the_true_impacts(default_model_takes):
+    """A check that does not use the attack definition: the physics' impact times."""
+    raw = sum((_offsets(t["raw"], t["impacts"]) for t in default_model_takes), [])
+    returned = sum((_offsets(t["markers"], t["impacts"]) for t in default_model_takes), [])
+    assert np.median(np.abs(returned)) < np.median(np.abs(raw))
