@@ -160,9 +160,19 @@ def test_the_pipeline_applies_its_models_onset_latency_then_the_attacks(tiny_mod
     raw, strengths = pick_onsets(head.onset_probs, 1 / pipe.latent_fps, 0.0)
     assert raw, "the tiny head should give at least one peak"
     np.testing.assert_allclose(head.onset_times_s, np.maximum(np.array(raw) - 0.03, 0.0))
-    on_attacks = pipe(**kwargs)
+    on_attacks = pipe(**kwargs, onsets_on_attacks=True)
     assert (on_attacks.onset_times_s, on_attacks.onset_strengths) == refine_onsets(
         head.onset_times_s, strengths, on_attacks.audio, on_attacks.sample_rate)
+    # The tiny test model makes digital silence, so its folder keeps the head's peaks ...
+    assert not pipe.config.onsets_on_attacks
+    assert pipe(**kwargs).onset_times_s == head.onset_times_s
+    assert on_attacks.onset_times_s == []  # (where the attacks would take every marker)
+    # ... while a model folder that says nothing moves them onto the attacks.
+    data = {k: v for k, v in json.loads(index.read_text()).items() if k != "onsets_on_attacks"}
+    index.write_text(json.dumps(data))
+    plain = load_pipeline(late)
+    assert plain.config.onsets_on_attacks
+    assert plain(**kwargs).onset_times_s == on_attacks.onset_times_s
 
 
 def test_the_default_model_stores_a_measured_onset_latency():

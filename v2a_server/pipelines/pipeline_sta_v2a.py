@@ -176,6 +176,7 @@ class STAV2APipeline(DiffusionPipeline):
         default_controlnet_scale: float = 1.0,
         caption_prefix: str = "",
         onset_latency_s: float = 0.0,
+        onsets_on_attacks: bool = True,
     ):
         super().__init__()
         # A model's own tuned sampling defaults travel in its model_index.json (measured per
@@ -183,11 +184,14 @@ class STAV2APipeline(DiffusionPipeline):
         # the text its training run put before every caption (the release's summary.jsonl
         # ``prefix``), so that a request's caption reads as the model was trained on it. Its
         # onset head's latency too: it learned librosa's labels, which come after the audible
-        # attack (measured on validation clips by bench/onset_latency.py).
+        # attack (measured on validation clips by bench/onset_latency.py), and whether its
+        # onsets are moved onto the attacks of its audio (a random-weight test model makes
+        # digital silence, where every onset would go).
         self.register_to_config(default_guidance_scale=float(default_guidance_scale),
                                 default_controlnet_scale=float(default_controlnet_scale),
                                 caption_prefix=str(caption_prefix),
-                                onset_latency_s=float(onset_latency_s))
+                                onset_latency_s=float(onset_latency_s),
+                                onsets_on_attacks=bool(onsets_on_attacks))
         self.register_modules(
             video_encoder=video_encoder,
             conditioner=conditioner,
@@ -416,7 +420,7 @@ class STAV2APipeline(DiffusionPipeline):
         controlnet_conditioning_scale: float | None = None,
         video_conditioning: bool = True,
         onset_threshold: float = 0.5,
-        onsets_on_attacks: bool = True,
+        onsets_on_attacks: bool | None = None,
         on_step: Callable[[StepProgress], None] | None = None,
     ) -> STAV2APipelineOutput:
         """Generate Foley for a video.
@@ -444,7 +448,8 @@ class STAV2APipeline(DiffusionPipeline):
                 the text-to-audio prior alone, for ablations.
             onsets_on_attacks: move each onset onto the audible attack of the generated
                 audio and drop onsets with nothing audible (``pipelines.attacks``); False: the
-                onset head's peaks, only moved earlier by the model's ``onset_latency_s``.
+                onset head's peaks, only moved earlier by the model's ``onset_latency_s``;
+                None: the model's ``onsets_on_attacks`` (True unless its folder says not).
             on_step: called after every denoising step with a ``StepProgress``; raise
                 ``GenerationCancelled`` from it to stop (not diffusers' callback contract).
         """
@@ -553,6 +558,8 @@ class STAV2APipeline(DiffusionPipeline):
         onset_probs = stitch([p[None] for p in windows_onsets], plan, per_sample=False)[0]
         times, strengths = pick_onsets(onset_probs, 1.0 / self.latent_fps, onset_threshold)
         times = [max(0.0, t - self.config.onset_latency_s) for t in times]
+        if onsets_on_attacks is None:
+            onsets_on_attacks = self.config.get("onsets_on_attacks", True)
         if onsets_on_attacks:
             with timer("onsets"):
                 times, strengths = refine_onsets(times, strengths, audio, self.sample_rate)
