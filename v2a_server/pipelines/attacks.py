@@ -166,9 +166,11 @@ def has_sound(waveform, sample_rate: float, time_s: float, window_s: float = SNA
     within ±``window_s`` (its maximum there over the minimum before that maximum). A hit in
     a sustained sound (a bounce in a roll) rises only a few dB; a sound already playing at the
     first sample, or a steady one, does not swell."""
-    if not audible(waveform, sample_rate, [time_s])[0]:
-        return False
-    env, frame_times = envelope(waveform, sample_rate)
+    return bool(audible(waveform, sample_rate, [time_s])[0]) and _swells(
+        *envelope(waveform, sample_rate), time_s, window_s)
+
+
+def _swells(env: np.ndarray, frame_times: np.ndarray, time_s: float, window_s: float) -> bool:
     lo, hi = np.searchsorted(frame_times, [time_s - window_s, time_s + window_s])
     if hi - lo < 2:
         return False
@@ -199,6 +201,8 @@ def refine_onsets(times_s, strengths, takes, sample_rate: float,
         takes = takes[None]
     times = [float(t) for t in np.asarray(times_s, dtype=np.float64).reshape(-1)]
     attacks = [find_attacks(take, sample_rate).times_s for take in takes]
+    envelopes = [envelope(take, sample_rate) for take in takes]
+    heard = [audible(take, sample_rate, times) for take in takes]
     per_take = [snap_to_attacks(times, found, window_s) for found in attacks]
     kept = []
     for k, (time_s, strength) in enumerate(zip(times, strengths)):
@@ -207,7 +211,8 @@ def refine_onsets(times_s, strengths, takes, sample_rate: float,
             kept.append((float(np.median(found)), float(strength)))
         elif any(np.any(np.abs(a - time_s) <= window_s) for a in attacks):
             continue  # its attack went to a nearer marker: a second marker on one sound
-        elif any(has_sound(take, sample_rate, time_s, window_s) for take in takes):
+        elif any(heard[v][k] and _swells(*envelopes[v], time_s, window_s)
+                 for v in range(len(takes))):  # has_sound, with each take's envelope once
             kept.append((time_s, float(strength)))
     kept.sort()
     return [t for t, _ in kept], [p for _, p in kept]
