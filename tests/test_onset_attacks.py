@@ -261,3 +261,30 @@ def test_the_default_models_markers_are_nearer_the_true_impacts(default_model_ta
     raw = sum((_offsets(t["raw"], t["impacts"]) for t in default_model_takes), [])
     returned = sum((_offsets(t["markers"], t["impacts"]) for t in default_model_takes), [])
     assert np.median(np.abs(returned)) < np.median(np.abs(raw))
+
+
+@pytest.mark.parametrize("clip", ["0_ixmalQrig_000100", "Ypt4OeuoDYo_000128"])
+def test_no_first_frame_marker_on_real_footage_where_nothing_starts(clip):
+    """Real footage: the default model's onset head fires on its first latent frame (0.02 s)
+    of most clips while the take is its noise floor there; the marker must not reach the
+    editor."""
+    import torch
+
+    from tests.conftest import shared_clip
+    from v2a_server.media.video_io import read_video
+    from v2a_server.model_store import DEFAULT_MODEL_DIR, load_pipeline
+    from v2a_server.pipelines.onsets import pick_onsets
+
+    if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+        pytest.skip("the embedded default model is not installed")
+    torch.set_num_threads(2)
+    pipe = load_pipeline("default")
+    video = read_video(shared_clip(f"{clip}.mp4"), fps=pipe.model_fps, max_side=None,
+                       max_duration_s=4.0)
+    out = pipe(frames=video.frames, frames_fps=video.fps, duration_s=4.0, seed=0,
+               caption="the sounds of the actions and impacts in the video",
+               negative_caption="speech, music")
+    head, _ = pick_onsets(out.onset_probs, 1 / pipe.latent_fps)
+    assert head and head[0] < 0.1  # the case: the head's first-frame peak
+    assert not (find_attacks(out.audio[0], SR).times_s < 0.1).any()  # nothing starts there
+    assert all(t >= 0.1 for t in out.onset_times_s)
