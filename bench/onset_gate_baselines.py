@@ -61,7 +61,11 @@ def main() -> None:
     import soxr
     import torch
 
-    from v2a_server.evaluation.metrics import VideoMotion, motion_events, video_motion_events
+    from v2a_server.evaluation.metrics import (
+        VideoMotion,
+        motion_events,
+        video_motion_events,
+    )
     from v2a_server.media.audio_io import load_container_audio
     from v2a_server.media.video_io import read_video
     from v2a_server.synth.clip import make_clip

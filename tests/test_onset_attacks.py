@@ -154,8 +154,9 @@ def test_the_pipeline_applies_its_models_onset_latency_then_the_attacks(tiny_mod
     pipe = load_pipeline(late)
     assert pipe.config.onset_latency_s == 0.03
     frames = np.random.default_rng(0).integers(0, 255, (25, 32, 32, 3), dtype=np.uint8)
-    kwargs = dict(frames=frames, frames_fps=25.0, duration_s=1.0, seed=0, num_inference_steps=2,
-                  onset_threshold=0.0)  # threshold 0: the random head gives peaks to move
+    kwargs = {"frames": frames, "frames_fps": 25.0, "duration_s": 1.0, "seed": 0,
+              "num_inference_steps": 2,
+              "onset_threshold": 0.0}  # threshold 0: the random head gives peaks to move
     head = pipe(**kwargs, onsets_on_attacks=False)
     raw, strengths = pick_onsets(head.onset_probs, 1 / pipe.latent_fps, 0.0)
     assert raw, "the tiny head should give at least one peak"
@@ -258,8 +259,8 @@ def test_the_default_models_markers_sit_on_the_attacks_of_its_takes(default_mode
 
 def test_the_default_models_markers_are_nearer_the_true_impacts(default_model_takes):
     """A check that does not use the attack definition: the physics' impact times."""
-    raw = sum((_offsets(t["raw"], t["impacts"]) for t in default_model_takes), [])
-    returned = sum((_offsets(t["markers"], t["impacts"]) for t in default_model_takes), [])
+    raw = [d for t in default_model_takes for d in _offsets(t["raw"], t["impacts"])]
+    returned = [d for t in default_model_takes for d in _offsets(t["markers"], t["impacts"])]
     assert np.median(np.abs(returned)) < np.median(np.abs(raw))
 
 

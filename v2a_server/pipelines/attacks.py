@@ -1,19 +1,19 @@
 """The audible attack of a transient in a waveform, and onset markers moved onto it.
 
-**Attack** (one definition, used by the pipeline's markers, the review's gated onsets and the
-bench that measures them): with ``E(t)`` the RMS of the waveform over the ``ENVELOPE_WINDOW_S``
-(10 ms) *ending* at ``t``, a transient is a peak of ``E`` that is the largest value from
-``RISE_MAX_S`` before it to ``HOLD_S`` after it and that ``E`` rose to from below
-``ATTACK_FRACTION`` (30 %, -10.5 dB) of it within those ``RISE_MAX_S``; its attack is the time
-at which ``E`` last rose through ``ATTACK_FRACTION`` of the peak before the peak (linearly
-interpolated between envelope frames). It is **audible** when the RMS of the
+**Attack** (one definition, used by the pipeline's markers and the bench that measures them;
+the review's gated onsets use its level test): with ``E(t)`` the RMS of the waveform over
+the ``ENVELOPE_WINDOW_S`` (10 ms) *ending* at ``t``, a transient is a peak of ``E`` that is
+the largest value from ``RISE_MAX_S`` before it to ``HOLD_S`` after it and that ``E`` rose to
+from below ``ATTACK_FRACTION`` (30 %, -10.5 dB) of it within those ``RISE_MAX_S``; its attack
+is the time at which ``E`` last rose through ``ATTACK_FRACTION`` of the peak before the peak
+(linearly interpolated between envelope frames). It is **audible** when the RMS of the
 ``LEVEL_WINDOW_S`` (100 ms) starting ``LEVEL_LEAD_S`` before the attack is at least
 ``AUDIBLE_DBFS`` (-50 dBFS).
 
 Why these numbers: a trailing 10 ms window spans one period of the 100 Hz ripple the default
-model's vocoder leaves in its noise floor (a shorter one turns the ripple into "attacks") and
-puts the crossing of a sudden onset 0.9 ms after it (30 %² of 10 ms); 30 % lies above a
--60 dBFS floor under any transient louder than -50 dBFS. The level test is
+model's vocoder leaves in its noise floor (a 4 ms window swings between -73 and -56 dBFS
+there) and puts the crossing of a sudden onset 0.9 ms after it (30 %² of 10 ms); 30 % of an
+audible transient's peak lies at or above the -60 dBFS floor. The level test is
 ``serving.result``'s near-silent test (loudest 100 ms below -50 dBFS) applied to the 100 ms
 around one attack: a near-silent take has no audible attack, and a take's noise floor
 (-60 dBFS for the default model) never passes it. A sound already playing at the first sample
