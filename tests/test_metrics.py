@@ -485,3 +485,80 @@ def test_eval_errors_name_the_missing_file(eval_tree, capsys):
     )
     assert v2a_main(["eval", "--manifest", str(manifest), "--quiet"]) == 2
     assert "bad.wav" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated onsets: an onset needs audible energy around it (issue 15.5)
+# ---------------------------------------------------------------------------------------------
+
+
+def noise_floor(duration_s=4.0, dbfs=-60.0, sample_rate=16_000, seed=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (10 ** (dbfs / 20) * rng.standard_normal(int(duration_s * sample_rate))).astype(
+        np.float32)
+
+
+def test_a_noise_floor_has_librosa_onsets_but_no_gated_ones():
+    noise = noise_floor()
+    found = metrics.detect_onsets_waveform(noise, 16_000)
+    assert len(found) >= 10  # the normalised detector finds "onsets" in -60 dBFS noise
+    assert not metrics.gate_onsets(found, noise, 16_000).any()
+    clicks = click_track([0.3, 0.8, 1.25, 1.9, 2.4], duration_s=4.0) + noise
+    found = metrics.detect_onsets_waveform(clicks, 16_000)
+    kept = found[metrics.gate_onsets(found, clicks, 16_000)]
+    assert metrics.onset_prf([0.3, 0.8, 1.25, 1.9, 2.4], kept, tolerance_s=0.05) == (1, 1, 1)
+    # the review's onsets: the same gate, strengths and envelope carried along
+    whole = metrics.audio_onsets_waveform(clicks, 16_000)
+    gated = metrics.gated_audio_onsets(whole, clicks, 16_000)
+    np.testing.assert_array_equal(gated.times_s, kept)
+    assert len(gated.strengths) == len(kept) and gated.envelope is whole.envelope
+    assert len(metrics.gated_audio_onsets(metrics.audio_onsets_waveform(noise, 16_000), noise,
+                                          16_000).times_s) == 0
+
+
+def test_gated_scores_rank_real_audio_above_a_noise_floor_and_silence(tmp_path):
+    """The baselines: against a real (click) soundtrack, a -60 dBFS take and digital silence
+    score 0 gated; the same soundtrack scores 1; the reference-exact scores stay as they were."""
+    clicks = [0.3, 0.8, 1.25, 1.9, 2.4, 3.1]
+    real = click_track(clicks, duration_s=4.0)
+    sf.write(str(tmp_path / "ref.wav"), real, 16_000, subtype="FLOAT")
+    takes = {"real": real, "noise": noise_floor(), "silence": np.zeros(4 * 16_000, np.float32),
+             "other": click_track([0.5, 1.5, 2.7], duration_s=4.0, seed=9)}
+    scores = {}
+    for name, take in takes.items():
+        sf.write(str(tmp_path / f"{name}.wav"), take, 16_000, subtype="FLOAT")
+        scores[name] = metrics.evaluate_clip(generated_audio=tmp_path / f"{name}.wav",
+                                             reference_audio=tmp_path / "ref.wav")
+    noise, real_s = scores["noise"], scores["real"]
+    assert noise["n_onsets_generated"] >= 10 and noise["n_onsets_generated_gated"] == 0
+    assert noise["aa_align"] > 0  # level-blind: noise "onsets" hit real ones by chance
+    for name in ("noise", "silence"):
+        assert scores[name]["aa_align_gated"] == 0.0 and scores[name]["onset_f1_gated"] == 0.0
+    assert real_s["aa_align_gated"] == 1.0 and real_s["onset_f1_gated"] == 1.0
+    assert 0 <= scores["other"]["aa_align_gated"] < real_s["aa_align_gated"]
+    for key in ("aa_align", "aa_align_one_to_one", "onset_f1"):  # the reference-exact ones
+        ref = metrics.detect_onsets(tmp_path / "ref.wav")
+        gen = metrics.detect_onsets(tmp_path / "noise.wav")
+        exact = {"aa_align": metrics.aa_align(ref, gen),
+                 "aa_align_one_to_one": metrics.aa_align_one_to_one(ref, gen),
+                 "onset_f1": metrics.onset_prf(ref, gen).f1}
+        assert noise[key] == exact[key]
+
+
+def test_eval_reports_gated_scores_beside_the_reference_ones(eval_tree, capsys):
+    noise_dir = eval_tree / "noise"
+    noise_dir.mkdir()
+    sf.write(str(noise_dir / "a.wav"), noise_floor(3.0), 16_000, subtype="FLOAT")
+    rc = v2a_main(["eval", "--generated", str(noise_dir), "--reference", str(eval_tree / "ref"),
+                   "--videos", str(eval_tree / "vid"), "--skip-missing", "--quiet"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "AA g" in table and "#on gen g" in table and "-50 dBFS" in table
+    out = eval_tree / "r.json"
+    assert v2a_main(["eval", "--generated", str(noise_dir), "--reference", str(eval_tree / "ref"),
+                     "--videos", str(eval_tree / "vid"), "--json", str(out), "--quiet",
+                     "--stdout", "none"]) == 0
+    m = json.loads(out.read_text())["files"][0]["metrics"]
+    assert m["aa_align_gated"] == 0.0 and m["av_align_gated"] == 0.0
+    assert m["n_onsets_generated"] > m["n_onsets_generated_gated"] == 0
+    assert m["av_align_reference_gated"] == m["av_align_reference"]  # clicks are all audible

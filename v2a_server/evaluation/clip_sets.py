@@ -32,13 +32,22 @@ TABLE_COLUMNS = {
     "av_align_one_to_one": "AV 1:1",
     "av_align_reference": "AV ref",
     "av_align_reference_one_to_one": "AV ref 1:1",
+    "aa_align_gated": "AA g",
+    "aa_align_one_to_one_gated": "AA 1:1 g",
+    "onset_f1_gated": "F1 g",
+    "av_align_gated": "AV g",
+    "av_align_reference_gated": "AV ref g",
     "n_onsets_generated": "#on gen",
     "n_onsets_reference": "#on ref",
+    "n_onsets_generated_gated": "#on gen g",
+    "n_onsets_reference_gated": "#on ref g",
     "n_video_events": "#vid ev",
 }
 TABLE_LEGEND = (
     "AA/AV: reference AA-Align/AV-Align (not one-to-one, can exceed 1); 1:1: one-to-one matched; "
-    "P/R/F1: onset precision/recall/F1; AV ref: AV-Align of the reference audio; #: event counts"
+    "P/R/F1: onset precision/recall/F1; AV ref: AV-Align of the reference audio; #: event counts; "
+    "g: on gated onsets (an onset needs >= -50 dBFS in the 100 ms centred on it; the JSON has every "
+    "*_gated metric)"
 )
 
 

@@ -43,6 +43,7 @@ from v2a_server.models.conditioner import STAVideoConditioner
 from v2a_server.models.controlnet import STAControlNetModel
 from v2a_server.models.mel import MelFrontEnd
 from v2a_server.models.text import encode_text
+from v2a_server.pipelines.attacks import refine_onsets
 from v2a_server.pipelines.onsets import pick_onsets
 from v2a_server.pipelines.windows import WindowPlan, plan_windows, stitch
 
@@ -107,7 +108,9 @@ class STAV2APipelineOutput(BaseOutput):
             round(duration_s * sample_rate) exactly.
         sample_rate: 16000.
         onset_probs: float32 [latent frames] onset probability per 40 ms frame (whole duration).
-        onset_times_s / onset_strengths: peak-picked onsets and their probabilities.
+        onset_times_s / onset_strengths: onsets and their probabilities: the onset head's peaks
+            less the model's ``onset_latency_s``, each on the audible attack of the audio
+            (``pipelines.attacks.refine_onsets``) unless asked not to.
         seed: the seed actually used.
         timings_s: seconds per stage.
         warnings: notes for the user (e.g. hints ignored by a model trained without them).
@@ -172,15 +175,23 @@ class STAV2APipeline(DiffusionPipeline):
         default_guidance_scale: float = 3.0,
         default_controlnet_scale: float = 1.0,
         caption_prefix: str = "",
+        onset_latency_s: float = 0.0,
+        onsets_on_attacks: bool = True,
     ):
         super().__init__()
         # A model's own tuned sampling defaults travel in its model_index.json (measured per
         # model: the embedded default model aligns best with a stronger ControlNet), and so does
         # the text its training run put before every caption (the release's summary.jsonl
-        # ``prefix``), so that a request's caption reads as the model was trained on it.
+        # ``prefix``), so that a request's caption reads as the model was trained on it. Its
+        # onset head's latency too: it learned librosa's labels, which come after the audible
+        # attack (measured on validation clips by bench/onset_latency.py), and whether its
+        # onsets are moved onto the attacks of its audio (a random-weight test model makes
+        # digital silence, where every onset would go).
         self.register_to_config(default_guidance_scale=float(default_guidance_scale),
                                 default_controlnet_scale=float(default_controlnet_scale),
-                                caption_prefix=str(caption_prefix))
+                                caption_prefix=str(caption_prefix),
+                                onset_latency_s=float(onset_latency_s),
+                                onsets_on_attacks=bool(onsets_on_attacks))
         self.register_modules(
             video_encoder=video_encoder,
             conditioner=conditioner,
@@ -409,6 +420,7 @@ class STAV2APipeline(DiffusionPipeline):
         controlnet_conditioning_scale: float | None = None,
         video_conditioning: bool = True,
         onset_threshold: float = 0.5,
+        onsets_on_attacks: bool | None = None,
         on_step: Callable[[StepProgress], None] | None = None,
     ) -> STAV2APipelineOutput:
         """Generate Foley for a video.
@@ -434,6 +446,10 @@ class STAV2APipeline(DiffusionPipeline):
                 model's ``default_controlnet_scale``.
             video_conditioning: False drops both video paths (ControlNet and global tokens):
                 the text-to-audio prior alone, for ablations.
+            onsets_on_attacks: move each onset onto the audible attack of the generated
+                audio and drop onsets with nothing audible (``pipelines.attacks``); False: the
+                onset head's peaks, only moved earlier by the model's ``onset_latency_s``;
+                None: the model's ``onsets_on_attacks`` (True unless its folder says not).
             on_step: called after every denoising step with a ``StepProgress``; raise
                 ``GenerationCancelled`` from it to stop (not diffusers' callback contract).
         """
@@ -538,8 +554,15 @@ class STAV2APipeline(DiffusionPipeline):
         audio = stitch(windows_audio, plan, per_sample=True)
         if inpaint_range_s is not None:
             audio = self._composite_range(audio, np.asarray(inpaint_audio, np.float32), inpaint_range_s, inpaint_margin_s)
+        # 5. onsets: the head's peaks, moved earlier by its latency, then onto the attacks
         onset_probs = stitch([p[None] for p in windows_onsets], plan, per_sample=False)[0]
         times, strengths = pick_onsets(onset_probs, 1.0 / self.latent_fps, onset_threshold)
+        times = [max(0.0, t - self.config.onset_latency_s) for t in times]
+        if onsets_on_attacks is None:
+            onsets_on_attacks = self.config.get("onsets_on_attacks", True)
+        if onsets_on_attacks:
+            with timer("onsets"):
+                times, strengths = refine_onsets(times, strengths, audio, self.sample_rate)
         self._offload_all()
         return STAV2APipelineOutput(
             audio=audio,

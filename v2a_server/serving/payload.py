@@ -119,7 +119,11 @@ def prepare_inputs(pipe: Any, body: dict[str, Any], buffers: list[Any],
     hints = body.get("onset_hints_s")
     if hints:
         n_frames = pipe.window_plan(duration_s).total_frames
-        kwargs["onset_hints"] = onset_hint_array(hints, n_frames, float(pipe.latent_fps))
+        # Hints are markers, on the audible attack; the model learned hints at its onset
+        # labels, its latency later (the same shift its markers were moved back by).
+        latency_s = float(pipe.config.get("onset_latency_s", 0.0) or 0.0)
+        kwargs["onset_hints"] = onset_hint_array([t + latency_s for t in hints], n_frames,
+                                                 float(pipe.latent_fps))
     inpaint = body.get("inpaint")
     if inpaint is not None:
         kwargs["inpaint_audio"] = inpaint_source(inpaint, buffers, duration_s,

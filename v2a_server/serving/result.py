@@ -172,11 +172,13 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
     other markers (``v2a_server.serving.review``).
 
     ``motion``: the visual motion events of the frames received (``frame_motion``);
-    ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them);
+    ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them)
+    that have audible energy around them (``metrics.gated_audio_onsets``: a noise floor's
+    "onsets" are not sounds to review);
     with ``request.sync_picture`` also one PNG per take
     (``evaluation.sync_picture.draw_sync_picture``), appended to ``buffers``.
     """
-    from v2a_server.evaluation.metrics import audio_onsets_waveform
+    from v2a_server.evaluation.metrics import audio_onsets_waveform, gated_audio_onsets
     from v2a_server.evaluation.sync_picture import (
         HEIGHT_PX,
         WIDTH_PX,
@@ -199,7 +201,8 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
     takes = np.asarray(audio, dtype=np.float32)
     if takes.ndim == 1:
         takes = takes[None]
-    onsets = [audio_onsets_waveform(take, sample_rate) for take in takes]
+    onsets = [gated_audio_onsets(audio_onsets_waveform(take, sample_rate), take, sample_rate)
+              for take in takes]
     body["audio_onsets"] = [
         {"times_s": [min(float(t), duration_s) for t in found.times_s],
          "strengths": [float(v) for v in found.strengths]} for found in onsets]
