@@ -49,7 +49,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 3  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 4  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -408,6 +408,13 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
             "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
                                                                            hi=1.0)),
         }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
+        "contacts": Field("object", required=False, fields={
+            "times_s": Field("list", max_len=MAX_FRAME_COUNT,
+                             item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+            "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                           hi=1.0)),
+        }, doc="visual contact events of the frames received (1.4): where motion stops or "
+               "reverses abruptly, what the sync review pairs onsets with"),
         "audio_onsets": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
             "object", fields={
                 "times_s": Field("list", max_len=MAX_LIST_FLOATS,
@@ -515,6 +522,10 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
     3: (
         # finished takes outlive the client: a client key, the result spool and fetch
         "hello.client_key", "fetch", "fetch_reply",
+    ),
+    4: (
+        # the sync review pairs onsets with the picture's contact events
+        "result.contacts",
     ),
 }
 
@@ -1035,6 +1046,11 @@ def _check_review(body: dict[str, Any], claim, request_id: str) -> None:
         raise ProtocolError("out_of_range", f"body.motion has {len(motion['times_s'])} times but "
                             f"{len(motion['strengths'])} strengths", "body.motion.strengths",
                             request_id)
+    contacts = body.get("contacts")
+    if contacts is not None and len(contacts["strengths"]) != len(contacts["times_s"]):
+        raise ProtocolError("out_of_range", f"body.contacts has {len(contacts['times_s'])} times "
+                            f"but {len(contacts['strengths'])} strengths",
+                            "body.contacts.strengths", request_id)
     onsets = body.get("audio_onsets")
     if onsets is not None:
         if len(onsets) != takes:
