@@ -230,7 +230,7 @@ class ModelWorker(threading.Thread):
                            output.audio, int(output.sample_rate))
             except Exception as exc:  # review data is extra: never lose the take over it
                 logger.exception("%s: sync review data failed", job.label)
-                for key in ("motion", "audio_onsets", "sync_pictures"):
+                for key in ("motion", "contacts", "audio_onsets", "sync_pictures"):
                     body.pop(key, None)
                 del buffers[len(body["audio"]["buffers"]):]
                 body["warnings"] = (body["warnings"] + [
