@@ -197,16 +197,14 @@ def cell_scores(frames: np.ndarray, *, region_mask=None) -> np.ndarray:
     size_hw = _work_size(*frame_hw)
     weights = None if region_mask is None else _work_mask(region_mask, frame_hw, size_hw)
     gray = _gray_frames(frames, size_hw)
-    backward = [None] * count  # flow k -> k-1 at frame k's pixels
-    forward = [None] * count  # flow k -> k+1 at frame k's pixels
-    for k in range(count - 1):
-        forward[k] = cv2.calcOpticalFlowFarneback(gray[k], gray[k + 1], None, *FARNEBACK_ARGS)
-        backward[k + 1] = cv2.calcOpticalFlowFarneback(gray[k + 1], gray[k], None,
-                                                       *FARNEBACK_ARGS)
     width = float(size_hw[1])
-    for k in range(1, count - 1):
-        incoming = -_without_camera(backward[k], weights)
-        outgoing = _without_camera(forward[k], weights)
+
+    def flow(a: int, b: int) -> np.ndarray:  # frame a -> b, at a's pixels
+        return cv2.calcOpticalFlowFarneback(gray[a], gray[b], None, *FARNEBACK_ARGS)
+
+    for k in range(1, count - 1):  # two flows in memory at a time, whatever the clip's length
+        incoming = -_without_camera(flow(k, k - 1), weights)
+        outgoing = _without_camera(flow(k, k + 1), weights)
         scores[k] = _cell_means(_deceleration(incoming, outgoing), weights) / width
     return scores
 
