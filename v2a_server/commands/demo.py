@@ -218,7 +218,8 @@ def draw_sync_picture(result: dict, path: Path) -> None:
     count = int(round(duration_s * motion.fps))
     events = [t - offset_s for t in motion.times_s if 0.0 <= t - offset_s < duration_s]
     onsets = audio_onsets_waveform(audio, rate)
-    markers = [(f - take["frame_start"]) / result["scene_fps"] for f in result["marker_frames"]]
+    # the markers' exact seconds, as the review judged them (their frames are rounded)
+    markers = [r["time_s"] for r in result["review"]]
     truth = [t - offset_s for t in (result["clip"].get("events_s") or [])]
     draw(SyncPictureData(
         audio=audio, sample_rate=rate, motion_energy=np.asarray(motion.energy[first:first + count]),
