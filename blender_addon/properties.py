@@ -12,11 +12,12 @@ Data model (several takes per Foley strip; one of them is heard and has its mark
   caption, seed, sampler, steps, guidance, model, timeline range, the audio's start second on
   the timeline, creation date, the onsets (exact seconds + probability), for a range
   regeneration the regenerated range (seconds from the take's start) and the take it redid;
-  for the sync review (``review.py``) also the server's motion events and audio onsets, one
-  record per onset marker (exact seconds, probability, review state) and the sync picture's
+  for the sync review (``review.py``) also the server's contact events (``has_contacts``:
+  the server sent them; a take from an older server has only motion events), motion events
+  and audio onsets, one record per onset marker (exact seconds, probability, review state) and the sync picture's
   path.
 * ``Scene.foley`` (``FoleySceneSettings``): the counter that makes take ids unique; the review
-  list filter and the audition window.
+  list filter ("needs attention") and the audition window.
 
 Markers: ``scene.timeline_markers`` named ``<prefix><take_id>.<k>``; every marker of a take
 starts with ``take.marker_tag`` so a later regeneration can replace exactly its own. Only the
@@ -58,7 +59,8 @@ class FoleyOnset(bpy.types.PropertyGroup):
 
 
 class FoleyEvent(bpy.types.PropertyGroup):
-    """A motion event of the picture or an audio onset of the take, as the server measured it."""
+    """A contact or motion event of the picture or an audio onset of the take, as the server
+    measured it."""
 
     time_s: FloatProperty(name="Time", description="Seconds from the take's first frame",
                           unit="TIME_ABSOLUTE")
@@ -110,6 +112,11 @@ class FoleyTake(bpy.types.PropertyGroup):
                                description="Every timeline marker of this take starts with it")
     onsets: CollectionProperty(type=FoleyOnset)
     # Sync review (review.py): the server's measurements and the editor's marker decisions.
+    contacts: CollectionProperty(type=FoleyEvent)
+    has_contacts: BoolProperty(name="Has Contact Events",
+                               description="The server sent the picture's contact events (a "
+                               "take from an older server is reviewed against motion events)")
+    active_contact: IntProperty(name="Active Silent Hit", min=0)
     motion_events: CollectionProperty(type=FoleyEvent)
     audio_onsets: CollectionProperty(type=FoleyEvent)
     review_markers: CollectionProperty(type=FoleyReviewMarker)
@@ -186,9 +193,9 @@ class FoleySceneSettings(bpy.types.PropertyGroup):
 
     next_take_uid: IntProperty(name="Next Take ID", default=1, min=1,
                                description="Makes take ids (and marker tags) unique in the scene")
-    review_flagged_only: BoolProperty(
-        name="Flagged Only", description="List only onset markers more than one frame away "
-        "from the nearest motion event")
+    review_needs_attention: BoolProperty(
+        name="Needs Attention", description="List only onset markers that are late, early or "
+        "have no visual cause (and the silent hits)")
     audition_before_s: FloatProperty(name="Before", default=0.5, min=0.0, max=10.0,
                                      unit="TIME_ABSOLUTE",
                                      description="Audition starts this long before the onset")

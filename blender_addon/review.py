@@ -1,20 +1,31 @@
-"""Sync review of a take: its onset markers, their offsets to the picture's motion, hints.
+"""Sync review of a take: its onset markers, their verdicts against the picture, hints.
 
 A take's onset markers are timeline markers named ``<take.marker_tag><k>``; the take keeps one
-``FoleyReviewMarker`` per marker (exact seconds, probability, review state) and the server's
-measurements (``motion_events``, ``audio_onsets``). The marker is the truth for *where*: when
-the editor drags a marker in the timeline its frame wins over the stored seconds.
+``FoleyReviewMarker`` per marker (exact seconds, probability, the editor's decision) and the
+server's measurements (``contacts``, ``motion_events``, ``audio_onsets``). The marker is the
+truth for *where*: when the editor drags a marker in the timeline its frame wins over the
+stored seconds, and the verdicts follow.
 
-The offset of a marker is defined once, in ``foley_protocol.review`` (shared with the server's
-sync picture): marker time − nearest motion event, flagged above one timeline frame.
+The verdict of a marker is defined once, in ``foley_protocol.review`` (shared with the server's
+sync picture and ``v2a demo``): markers are paired one to one with the picture's contact events
+(``in_sync`` / ``late`` / ``early`` / ``no_visual_cause``) and strong unpaired contacts are
+silent hits. A take from a server before contact events (``take.has_contacts`` False) is judged
+as it was: offset to the nearest motion event, flagged above one frame (``verdict`` "").
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-from foley_protocol.review import is_flagged, nearest_event_offset_s, offset_frames
+from foley_protocol.review import (
+    IN_SYNC,
+    is_flagged,
+    nearest_event_offset_s,
+    offset_frames,
+    review_sync,
+)
 
 from . import compat
 
@@ -28,10 +39,21 @@ class ReviewRow:
     frame: int
     time_s: float  # seconds from the take's first frame
     probability: float
-    state: str
-    offset_s: float | None  # to the nearest motion event; None without motion events
+    state: str  # the editor's decision: UNREVIEWED, ACCEPTED, ADDED
+    verdict: str  # foley_protocol.review state; "" for a take without contact events
+    offset_s: float | None  # to its contact (or, without contacts, the nearest motion event)
     offset_frames: float | None
-    flagged: bool
+    flagged: bool  # needs attention: late, early, no visual cause (or off by > 1 frame)
+
+
+@dataclass(frozen=True)
+class SilentHit:
+    """A strong contact event of the picture no marker is paired with."""
+
+    index: int  # in take.contacts
+    time_s: float  # seconds from the take's first frame
+    frame: int  # timeline frame
+    strength: float
 
 
 # ---- finding takes ------------------------------------------------------------------------
@@ -79,36 +101,69 @@ def marker_time_s(scene, take, item, marker=None) -> float:
     return marker.frame / scene_fps(scene) - take.start_time_s
 
 
-def review_row(scene, take, index: int, events_s: list[float] | None = None,
-               ) -> ReviewRow | None:
-    """The review line of ``take.review_markers[index]``; None when its marker was deleted.
+def _marker_times(scene, take) -> list[tuple[int, object, float]]:
+    """(record index, timeline marker, seconds) of every record whose marker still exists."""
+    found = []
+    for index, item in enumerate(take.review_markers):
+        marker = scene.timeline_markers.get(item.marker_name)
+        if marker is not None:
+            found.append((index, marker, marker_time_s(scene, take, item, marker)))
+    return found
 
-    Args:
-        events_s: the take's motion event times, sorted (computed when None).
-    """
-    item = take.review_markers[index]
-    marker = scene.timeline_markers.get(item.marker_name)
-    if marker is None:
-        return None
-    if events_s is None:
-        events_s = sorted(e.time_s for e in take.motion_events)
-    fps = scene_fps(scene)
-    time_s = marker_time_s(scene, take, item, marker)
-    offset = nearest_event_offset_s(time_s, events_s)
-    return ReviewRow(index, item.marker_name, marker.frame, time_s, item.probability,
-                     item.state, offset, offset_frames(offset, fps), is_flagged(offset, fps))
+
+def _contacts(take) -> tuple[list[float], list[float]]:
+    return [c.time_s for c in take.contacts], [c.strength for c in take.contacts]
 
 
 def review_rows(scene, take) -> list[ReviewRow]:
-    """The review list of ``take``: its markers in time order with offsets and flags.
+    """The review list of ``take``: its markers in time order with verdicts and offsets.
 
     Markers deleted in the timeline are left out (their record stays until the next review).
     """
-    events = sorted(e.time_s for e in take.motion_events)
-    rows = [row for index in range(len(take.review_markers))
-            if (row := review_row(scene, take, index, events)) is not None]
+    fps = scene_fps(scene)
+    found = _marker_times(scene, take)
+    rows = []
+    if take.has_contacts:
+        contacts_s, strengths = _contacts(take)
+        verdicts = review_sync([t for _i, _m, t in found], contacts_s, strengths, fps).verdicts
+        for (index, marker, time_s), verdict in zip(found, verdicts):
+            item = take.review_markers[index]
+            rows.append(ReviewRow(index, item.marker_name, marker.frame, time_s,
+                                  item.probability, item.state, verdict.state,
+                                  verdict.offset_s, offset_frames(verdict.offset_s, fps),
+                                  verdict.state != IN_SYNC))
+    else:  # a take from a server before contact events: the nearest motion event
+        events_s = sorted(e.time_s for e in take.motion_events)
+        for index, marker, time_s in found:
+            item = take.review_markers[index]
+            offset = nearest_event_offset_s(time_s, events_s)
+            rows.append(ReviewRow(index, item.marker_name, marker.frame, time_s,
+                                  item.probability, item.state, "", offset,
+                                  offset_frames(offset, fps), is_flagged(offset, fps)))
     rows.sort(key=lambda r: (r.frame, r.time_s, r.marker_name))
     return rows
+
+
+def review_row(scene, take, index: int) -> ReviewRow | None:
+    """The review line of ``take.review_markers[index]``; None when its marker was deleted."""
+    return next((row for row in review_rows(scene, take) if row.index == index), None)
+
+
+def silent_hits(scene, take) -> list[SilentHit]:
+    """The take's silent hits (none for a take without contact events), in time order."""
+    if not take.has_contacts:
+        return []
+    fps = scene_fps(scene)
+    contacts_s, strengths = _contacts(take)
+    found = review_sync([t for _i, _m, t in _marker_times(scene, take)], contacts_s, strengths,
+                        fps)
+    return [SilentHit(i, contacts_s[i], contact_frame(take, contacts_s[i], fps), strengths[i])
+            for i in found.silent_hits]
+
+
+def contact_frame(take, time_s: float, fps: float) -> int:
+    """The timeline frame showing take time ``time_s`` (halves up, as markers are placed)."""
+    return math.floor(round((take.start_time_s + time_s) * fps, 4) + 0.5)
 
 
 def hint_times_s(scene, take) -> list[float]:
@@ -183,8 +238,15 @@ def record_placed_take(take, body: dict, variation: int,
 
 
 def record_review_data(take, body: dict, variation: int) -> None:
-    """Fill ``take``'s review data (motion events, audio onsets) from a result or a ``review``
+    """Fill ``take``'s review data (contact events, motion events, audio onsets) from a result or a ``review``
     body (fields absent: nothing to fill), replacing what it had."""
+    contacts = body.get("contacts")
+    if contacts is not None:
+        take.has_contacts = True
+        take.contacts.clear()
+        for time_s, strength in zip(contacts.get("times_s", []), contacts.get("strengths", [])):
+            contact = take.contacts.add()
+            contact.time_s, contact.strength = float(time_s), float(strength)
     motion = body.get("motion")
     if motion is not None:
         take.motion_events.clear()
@@ -225,7 +287,7 @@ def row_for_frame(scene, take, frame: int) -> ReviewRow | None:
     return next((r for r in review_rows(scene, take) if r.frame == frame), None)
 
 
-def filter_and_order(scene, take, flagged_only: bool) -> tuple[list[bool], list[int]]:
+def filter_and_order(scene, take, needs_attention: bool) -> tuple[list[bool], list[int]]:
     """For a UIList over ``take.review_markers``: shown flags and the time order.
 
     Returns:
@@ -238,7 +300,7 @@ def filter_and_order(scene, take, flagged_only: bool) -> tuple[list[bool], list[
     order = [0] * count
     position = 0
     for row in rows:
-        visible[row.index] = row.flagged or not flagged_only
+        visible[row.index] = row.flagged or not needs_attention
         order[row.index] = position
         position += 1
     listed = {row.index for row in rows}

@@ -272,6 +272,17 @@ def test_sync_pictures_come_back_as_png_bytes_per_take():
 PICTURES = {"encoding": "png", "width_px": 1280, "height_px": 720, "buffers": [2, 3]}
 
 
+def test_contact_events_go_only_to_a_client_of_1_4_and_motion_events_to_every_one():
+    result = review_result(contacts={"times_s": [0.04, 0.12], "strengths": [1.0, 0.4]})
+    assert decode(encode(result), direction="reply").body["contacts"] == {
+        "times_s": [0.04, 0.12], "strengths": [1.0, 0.4]}
+    old = for_minor(result, 3)
+    assert "contacts" not in old.body and "contacts" in result.body
+    assert old.body["motion"] == result.body["motion"]  # an old client reviews against these
+    decode(encode(old), direction="reply")
+    assert for_minor(result, 4).body["contacts"] == result.body["contacts"]
+
+
 @pytest.mark.parametrize("overrides, n_buffers, code, field", [
     ({"audio_onsets": [{"times_s": [0.0], "strengths": [1.0]}]}, 4, "out_of_range",
      "body.audio_onsets"),
@@ -281,6 +292,10 @@ PICTURES = {"encoding": "png", "width_px": 1280, "height_px": 720, "buffers": [2
      "out_of_range", "body.motion.strengths"),
     ({"motion": {"fps": 25.0, "energy": [-1.0], "times_s": [], "strengths": []}}, 4,
      "out_of_range", "body.motion.energy[0]"),
+    ({"contacts": {"times_s": [0.1, 0.2], "strengths": [1.0]}}, 4, "out_of_range",
+     "body.contacts.strengths"),
+    ({"contacts": {"times_s": [0.1], "strengths": [1.5]}}, 4, "out_of_range",
+     "body.contacts.strengths[0]"),
     ({"sync_pictures": {**PICTURES, "buffers": [2]}}, 3, "out_of_range",
      "body.sync_pictures.buffers"),
     ({"sync_pictures": {**PICTURES, "buffers": [2, 2]}}, 4, "bad_buffer",

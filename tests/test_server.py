@@ -266,6 +266,12 @@ def test_result_carries_motion_events_audio_onsets_and_sync_pictures(client):
     assert motion["times_s"] == pytest.approx([j / fps for j in jumps])
     assert np.allclose(motion["energy"], expected.energy, rtol=1e-6, atol=1e-9)
     assert len(motion["strengths"]) == 2 and max(motion["strengths"]) == pytest.approx(1.0)
+    # the contact events the review pairs onsets with: the same code on the same frames
+    from v2a_server.evaluation.contacts import contact_events
+
+    contacts = contact_events(frames, fps)
+    assert body["contacts"]["times_s"] == pytest.approx(contacts.times_s.tolist())
+    assert body["contacts"]["strengths"] == pytest.approx(contacts.strengths.tolist())
 
     audio = result_audio_numpy(result)
     assert len(body["audio_onsets"]) == 2

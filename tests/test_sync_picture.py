@@ -65,3 +65,24 @@ def test_waveform_envelope_keeps_every_peak():
     assert np.all(np.diff(times) > 0) and 0 < times[0] < times[-1] < 1.0
     short = waveform_envelope(np.array([0.1, -0.2], np.float32), 16000.0, 1280)
     assert [len(x) for x in short] == [2, 2, 2]
+
+
+def test_markers_are_coloured_by_their_verdict_against_the_contacts(tmp_path):
+    from v2a_server.evaluation.sync_picture import marker_looks
+
+    audio = clicks([0.5, 1.25, 2.0])
+    data = SyncPictureData(audio=audio, sample_rate=16000, motion_energy=np.ones(75),
+                           motion_fps=25.0, motion_events_s=[0.4, 1.2],
+                           marker_times_s=[0.5, 1.41, 2.6], frame_rate=25.0,
+                           contacts_s=[0.5, 1.25, 2.0], contact_strengths=[1.0, 0.9, 0.8])
+    looks, silent = marker_looks(data)
+    # in sync; 4 frames late (+160 ms); nothing within 5 frames; the hit at 2.0 s has no sound
+    assert looks == [("tab:green", None), ("tab:red", "+160 ms"), ("tab:purple", "no cause")]
+    assert silent == [2.0]
+    png = draw_sync_picture(data, tmp_path / "sync.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # without contact events (data from before them): the nearest motion event, as before
+    data.contacts_s = None
+    looks, silent = marker_looks(data)
+    assert looks == [("tab:red", "+100 ms"), ("tab:red", "+210 ms"), ("tab:red", "+1400 ms")]
+    assert silent == []

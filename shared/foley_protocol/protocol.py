@@ -373,6 +373,13 @@ REVIEW_FIELDS: dict[str, Field] = {
         "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
                                                                        hi=1.0)),
     }, doc="visual motion events of the frames received (AV-Align's optical-flow peaks)"),
+    "contacts": Field("object", required=False, fields={
+        "times_s": Field("list", max_len=MAX_FRAME_COUNT,
+                         item=Field("float", lo=0.0, hi=MAX_DURATION_S)),
+        "strengths": Field("list", max_len=MAX_FRAME_COUNT, item=Field("float", lo=0.0,
+                                                                       hi=1.0)),
+    }, doc="visual contact events of the frames received (1.4): where motion stops or "
+           "reverses abruptly, what the sync review pairs onsets with"),
     "audio_onsets": Field("list", required=False, max_len=MAX_VARIATIONS, item=Field(
         "object", fields={
             "times_s": Field("list", max_len=MAX_LIST_FLOATS,
@@ -560,6 +567,8 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
     4: (
         # the take first, its review data after it; sync pictures redrawn on request
         "result.review_follows", "review", "redraw", "redraw_reply",
+        # the sync review pairs onsets with the picture's contact events
+        "result.contacts",
     ),
 }
 
@@ -1086,6 +1095,11 @@ def _check_review(body: dict[str, Any], takes: int, claim, request_id: str) -> N
         raise ProtocolError("out_of_range", f"body.motion has {len(motion['times_s'])} times but "
                             f"{len(motion['strengths'])} strengths", "body.motion.strengths",
                             request_id)
+    contacts = body.get("contacts")
+    if contacts is not None and len(contacts["strengths"]) != len(contacts["times_s"]):
+        raise ProtocolError("out_of_range", f"body.contacts has {len(contacts['times_s'])} times "
+                            f"but {len(contacts['strengths'])} strengths",
+                            "body.contacts.strengths", request_id)
     onsets = body.get("audio_onsets")
     if onsets is not None:
         if len(onsets) != takes:

@@ -1,8 +1,16 @@
-"""Sync review arithmetic shared by the server (sync picture) and the add-on (review list).
+"""Sync review arithmetic shared by the server (sync picture), the add-on (review list) and
+``v2a demo``.
 
-One definition of "how far is a sound onset from the picture's motion": the signed offset of an
-onset to the *nearest* visual motion event (positive = the sound comes after the motion), in
-seconds and in frames of the editor's timeline, and the flag for offsets larger than one frame.
+One definition of "is this sound in sync with the picture": each onset marker is paired one to
+one with a visual *contact event* (``review_sync``: the most pairs within a window of a few
+frames, then the least total offset) and gets a state: ``in_sync`` (within one timeline frame),
+``late``, ``early`` or ``no_visual_cause`` (no contact within the window); strong contacts no
+marker is paired with are "silent hits". Offsets are marker − contact (positive = the sound
+comes after the picture), in seconds and in frames of the editor's timeline.
+
+Results from servers before contact events (protocol 1.3) carry only motion events (AV-Align's
+flow peaks); for those the older measure stays: the offset to the *nearest* motion event,
+flagged above one frame (``nearest_event_offset_s``, ``is_flagged``).
 Standard library only (the Blender add-on bundles this package).
 """
 
@@ -10,12 +18,14 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 FLAG_TOLERANCE_FRAMES = 1.0
 """An onset is flagged when it lies more than this many timeline frames from every motion event."""
 
 _EPS_FRAMES = 1e-6  # float32 seconds in the .blend must not flip a flag at exactly one frame
+_EPS_S = 1e-6  # nor a pairing at exactly the window's edge
 
 
 def nearest_event_offset_s(onset_s: float, events_s: Sequence[float]) -> float | None:
@@ -60,3 +70,166 @@ def is_flagged(offset_s: float | None, frame_rate: float,
     if frames is None or math.isnan(frames):
         return False
     return abs(frames) > tolerance_frames + _EPS_FRAMES
+
+
+# ---- matching onset markers to contact events ---------------------------------------------
+
+IN_SYNC = "in_sync"
+LATE = "late"
+EARLY = "early"
+NO_VISUAL_CAUSE = "no_visual_cause"
+MARKER_STATES = (IN_SYNC, LATE, EARLY, NO_VISUAL_CAUSE)
+"""A marker's verdict: within one frame of its contact, after it, before it, or no contact."""
+
+MATCH_WINDOW_FRAMES = 5.0
+"""A marker and a contact further apart than this (timeline frames) are never paired. A sound
+4 frames (160 ms at 25 fps) after a hit is still that hit's sound, only late; beyond 5 frames a
+pairing would be a guess, so the marker has no visual cause."""
+
+SILENT_HIT_STRENGTH = 0.5
+"""A contact this strong (0..1, ``contacts.STRENGTH_FULL_SCALE`` = 1) that no marker is paired
+with is a "silent hit": the picture shows an impact and no sound starts there."""
+
+
+@dataclass(frozen=True)
+class MarkerVerdict:
+    """What the review says of one onset marker.
+
+    Attributes:
+        state: one of ``MARKER_STATES``.
+        offset_s: marker − its contact (positive: the sound is late); None without a contact.
+        contact: index of the paired contact event (into the list given), or None.
+    """
+
+    state: str
+    offset_s: float | None
+    contact: int | None
+
+
+@dataclass(frozen=True)
+class SyncReview:
+    """The verdict of every marker (in the order given) and the contacts left silent."""
+
+    verdicts: list[MarkerVerdict]
+    silent_hits: list[int]  # indices of contacts, ascending by time
+
+
+def _clusters(markers: list[tuple[float, int]], contacts: list[tuple[float, int]],
+              window_s: float):
+    """Split sorted (time, index) lists into runs no pair across which can be matched."""
+    merged = sorted([(t, 0, i) for t, i in markers] + [(t, 1, i) for t, i in contacts])
+    run: list[tuple[float, int, int]] = []
+    for item in merged:
+        if run and item[0] - run[-1][0] > window_s:
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
+def _match_run(a: list[tuple[float, int]], b: list[tuple[float, int]], window_s: float):
+    """Order-preserving matching of sorted ``a`` to sorted ``b``: most pairs, then least total
+    |offset|. In one dimension some optimal matching never crosses (uncrossing two pairs keeps
+    both inside the window and does not add to the total), so this DP is exact."""
+    n, m = len(a), len(b)
+    # best[i][j]: (-pairs, cost) of a[i:], b[j:]
+    best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            options = [best[i + 1][j], best[i][j + 1]]
+            gap = abs(a[i][0] - b[j][0])
+            if gap <= window_s:
+                pairs, cost = best[i + 1][j + 1]
+                options.append((pairs - 1, cost + gap))
+            best[i][j] = min(options)
+    pairs = []
+    i = j = 0
+    while i < n and j < m:
+        gap = abs(a[i][0] - b[j][0])
+        if gap <= window_s:
+            pairs_, cost = best[i + 1][j + 1]
+            if best[i][j] == (pairs_ - 1, cost + gap):
+                pairs.append((a[i][1], b[j][1]))
+                i, j = i + 1, j + 1
+                continue
+        if best[i][j] == best[i + 1][j]:
+            i += 1
+        else:
+            j += 1
+    return pairs
+
+
+def match_markers(markers_s: Sequence[float], contacts_s: Sequence[float],
+                  window_s: float) -> list[int | None]:
+    """Pair markers with contact events one to one, within ``window_s``.
+
+    The most pairs possible, and among those the least total |marker − contact|.
+
+    Args:
+        markers_s: marker times (s), any order.
+        contacts_s: contact event times (s) from the same origin, any order.
+        window_s: the largest |marker − contact| of a pair (inclusive).
+    Returns:
+        For each marker (in the order given) the index of its contact, or None.
+    """
+    if not window_s >= 0:
+        raise ValueError(f"window_s must be >= 0, got {window_s}")
+    markers = sorted((float(t), i) for i, t in enumerate(markers_s))
+    contacts = sorted((float(t), i) for i, t in enumerate(contacts_s))
+    paired: list[int | None] = [None] * len(markers)
+    for run in _clusters(markers, contacts, window_s + _EPS_S):
+        a = [(t, i) for t, kind, i in run if kind == 0]
+        b = [(t, i) for t, kind, i in run if kind == 1]
+        if a and b:
+            for marker, contact in _match_run(a, b, window_s + _EPS_S):
+                paired[marker] = contact
+    return paired
+
+
+def marker_state(offset_s: float | None, frame_rate: float,
+                 tolerance_frames: float = FLAG_TOLERANCE_FRAMES) -> str:
+    """``in_sync`` within ``tolerance_frames`` of its contact, else ``late``/``early``;
+    ``no_visual_cause`` without a contact (``offset_s`` None)."""
+    frames = offset_frames(offset_s, frame_rate)
+    if frames is None or math.isnan(frames):
+        return NO_VISUAL_CAUSE
+    if abs(frames) <= tolerance_frames + _EPS_FRAMES:
+        return IN_SYNC
+    return LATE if frames > 0 else EARLY
+
+
+def review_sync(markers_s: Sequence[float], contacts_s: Sequence[float],
+                contact_strengths: Sequence[float], frame_rate: float, *,
+                window_frames: float = MATCH_WINDOW_FRAMES,
+                silent_hit_strength: float = SILENT_HIT_STRENGTH) -> SyncReview:
+    """The verdict of every onset marker against the picture's contact events.
+
+    Args:
+        markers_s: onset marker times (s from the take's first frame), any order.
+        contacts_s: contact event times (s, same origin).
+        contact_strengths: one 0..1 strength per contact.
+        frame_rate: the editor's timeline rate (frames/s): the window and the tolerance are
+            frames of it.
+        window_frames: the largest |offset| of a pair, frames.
+        silent_hit_strength: unpaired contacts at least this strong are silent hits.
+    Returns:
+        ``SyncReview``: one ``MarkerVerdict`` per marker, the silent hits' contact indices.
+    """
+    if not frame_rate > 0:
+        raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
+    if len(contact_strengths) != len(contacts_s):
+        raise ValueError(f"contact_strengths has {len(contact_strengths)} values for "
+                         f"{len(contacts_s)} contacts")
+    markers = [float(t) for t in markers_s]
+    contacts = [float(t) for t in contacts_s]
+    paired = match_markers(markers, contacts, window_frames / frame_rate)
+    verdicts = []
+    for time_s, contact in zip(markers, paired):
+        offset = None if contact is None else time_s - contacts[contact]
+        verdicts.append(MarkerVerdict(marker_state(offset, frame_rate), offset, contact))
+    used = {c for c in paired if c is not None}
+    silent = sorted((i for i, s in enumerate(contact_strengths)
+                     if i not in used and float(s) >= silent_hit_strength),
+                    key=lambda i: (contacts[i], i))
+    return SyncReview(verdicts, silent)

@@ -1,6 +1,8 @@
 """Marker-guided sync review in real bpy against a real tiny-model server: navigation, audition,
-the review list (offsets to the picture's motion events, flags), the sync picture, marker
-editing, persistence, and Regenerate with Markers."""
+the review list (markers paired with the picture's contact events: in sync, late, early, no
+visual cause; silent hits and their one-click marker; the fallback to motion events for a take
+from an older server), the sync picture, marker editing, persistence, and Regenerate with
+Markers."""
 
 from __future__ import annotations
 
@@ -214,9 +216,13 @@ def test_audition_plays_the_window_then_restores_playback_state(project, addon):
 
 
 def test_review_list_matches_the_returned_onsets_and_offsets(generated):
+    """A take from a server before contact events: offsets to the nearest motion event."""
     scene, _sound, take, job = generated
     review_ops = addon_module("review")
     body = {**job.result_body, **(job.review_body or {})}  # 1.4: review data after it
+    assert take.has_contacts  # this server sent them: forget them, as an old server's take
+    take.has_contacts = False
+    take.contacts.clear()
     motion = body["motion"]["times_s"]
     # The server's motion events of the frames it received: the jumps at 1 s and 2 s.
     assert motion == pytest.approx([1.0, 2.0])
@@ -250,18 +256,76 @@ def test_review_list_matches_the_returned_onsets_and_offsets(generated):
         assert row.offset_s == pytest.approx(expected, abs=1e-5)
         assert row.offset_frames == pytest.approx(expected * 24, abs=1e-4)
         assert row.flagged == (abs(expected * 24) > 1 + 1e-6)
+        assert row.verdict == ""
+    assert review_ops.silent_hits(scene, take) == []
     added = {r.frame: r for r in rows if r.state == "ADDED"}
     assert {f: round(r.offset_s, 4) for f, r in added.items()} == {
         f: round(o, 4) for f, o in known.items()}
     assert {f for f, r in added.items() if r.flagged} == {28, 46}
 
-    visible, order = review_ops.filter_and_order(scene, take, flagged_only=True)
+    visible, order = review_ops.filter_and_order(scene, take, needs_attention=True)
     shown = {take.review_markers[i].marker_name for i, v in enumerate(visible) if v}
     assert shown == {r.marker_name for r in rows if r.flagged}
-    visible, order = review_ops.filter_and_order(scene, take, flagged_only=False)
+    visible, order = review_ops.filter_and_order(scene, take, needs_attention=False)
     assert all(visible)
     listed = sorted(range(len(order)), key=lambda i: order[i])
     assert [take.review_markers[i].marker_name for i in listed] == [r.marker_name for r in rows]
+
+
+def use_contacts(take, contacts):
+    """Give ``take`` these contact events ((seconds, strength) pairs) instead of the server's."""
+    take.contacts.clear()
+    for time_s, strength in contacts:
+        contact = take.contacts.add()
+        contact.time_s, contact.strength = time_s, strength
+    take.has_contacts = True
+
+
+def test_review_list_pairs_markers_with_contacts_states_and_silent_hits(generated):
+    scene, _sound, take, job = generated
+    review_ops = addon_module("review")
+    body = {**job.result_body, **(job.review_body or {})}  # 1.4: review data after it
+    assert take.has_contacts
+    assert [c.time_s for c in take.contacts] == pytest.approx(body["contacts"]["times_s"])
+    assert [c.strength for c in take.contacts] == pytest.approx(body["contacts"]["strengths"])
+
+    while take.review_markers:  # the model's markers out: ours, where the answer is known
+        review_ops.remove_review_marker(scene, take, 0)
+    use_contacts(take, [(1.0, 0.9), (2.0, 1.0), (2.5, 0.8), (0.25, 0.2)])
+    sync_frame, late_frame, lonely_frame = frame_of(1.0), frame_of(2.0) + 4, frame_of(0.5)
+    for frame in (sync_frame, late_frame, lonely_frame):
+        scene.frame_set(frame)
+        assert bpy.ops.sequencer.foley_marker_add() == {"FINISHED"}
+    rows = {r.frame: r for r in review_ops.review_rows(scene, take)}
+    assert {f: r.verdict for f, r in rows.items()} == {
+        sync_frame: "in_sync", late_frame: "late", lonely_frame: "no_visual_cause"}
+    assert rows[late_frame].offset_s == pytest.approx(4 / 24, abs=1e-5)
+    assert rows[late_frame].offset_frames == pytest.approx(4.0, abs=1e-4)
+    assert rows[lonely_frame].offset_s is None
+    assert {f for f, r in rows.items() if r.flagged} == {late_frame, lonely_frame}
+    # the strong contact at 2.5 s has no marker: a silent hit; the weak one at 0.25 s is not
+    [hit] = review_ops.silent_hits(scene, take)
+    assert (hit.index, hit.frame, hit.time_s) == (2, frame_of(2.5), pytest.approx(2.5))
+
+    # "needs attention": late and no-visual-cause rows only (silent hits have their own list)
+    visible, _order = review_ops.filter_and_order(scene, take, needs_attention=True)
+    shown = {take.review_markers[i].frame for i, v in enumerate(visible) if v}
+    assert shown == {late_frame, lonely_frame}
+    ui = addon_module("review_ui")
+    assert ui.verdict_text(rows[late_frame]) == "late +167 ms · +4.0 f"
+    assert ui.verdict_text(rows[lonely_frame]) == "no visual cause"
+
+    # the one-click marker at the silent hit: in sync, and no silent hit is left
+    assert bpy.ops.sequencer.foley_silent_hit_marker(index=2) == {"FINISHED"}
+    rows = {r.frame: r for r in review_ops.review_rows(scene, take)}
+    assert rows[frame_of(2.5)].verdict == "in_sync" and rows[frame_of(2.5)].state == "ADDED"
+    assert review_ops.silent_hits(scene, take) == []
+    with pytest.raises(RuntimeError, match="not a silent hit"):
+        bpy.ops.sequencer.foley_silent_hit_marker(index=3)  # too weak
+    # moving the late marker onto its contact makes it in sync
+    take.active_review_marker = rows[late_frame].index
+    assert bpy.ops.sequencer.foley_marker_nudge(frames=-4) == {"FINISHED"}
+    assert review_ops.review_row(scene, take, rows[late_frame].index).verdict == "in_sync"
 
 
 def test_sync_picture_is_written_beside_the_audio_and_opens_as_an_image(generated):
@@ -286,6 +350,7 @@ def test_sync_picture_is_written_beside_the_audio_and_opens_as_an_image(generate
 def test_marker_edits_and_review_state_survive_save_and_reopen(generated, tmp_path):
     scene, sound, take, _job = generated
     review_ops = addon_module("review")
+    use_contacts(take, [(1.0, 0.9), (2.0, 1.0), (2.5, 0.8)])  # verdicts of every kind
     for frame in (25, 49, 60):
         scene.frame_set(frame)
         assert bpy.ops.sequencer.foley_marker_add() == {"FINISHED"}
@@ -309,7 +374,7 @@ def test_marker_edits_and_review_state_survive_save_and_reopen(generated, tmp_pa
         take.active_review_marker = list(take.review_markers).index(model_items[0])
         assert bpy.ops.sequencer.foley_marker_accept() == {"FINISHED"}
         assert model_items[0].state == "ACCEPTED"
-    scene.foley.review_flagged_only = True
+    scene.foley.review_needs_attention = True
     scene.frame_set(take.frame_end + 10)
     with pytest.raises(RuntimeError, match="outside take"):
         bpy.ops.sequencer.foley_marker_add()
@@ -319,17 +384,23 @@ def test_marker_edits_and_review_state_survive_save_and_reopen(generated, tmp_pa
         t = strip.foley.takes[0]
         return {
             "rows": [(r.marker_name, r.frame, round(r.time_s, 5), round(r.probability, 5),
-                      r.state, r.flagged) for r in review_ops.review_rows(scene, t)],
+                      r.state, r.verdict, r.flagged) for r in review_ops.review_rows(scene, t)],
             "markers": sorted((m.name, m.frame) for m in scene.timeline_markers),
             "motion": [round(e.time_s, 5) for e in t.motion_events],
+            "contacts": (t.has_contacts, [(round(c.time_s, 5), round(c.strength, 5))
+                                          for c in t.contacts]),
+            "silent_hits": [(h.frame, round(h.time_s, 5))
+                            for h in review_ops.silent_hits(scene, t)],
             "onsets": [round(e.time_s, 5) for e in t.audio_onsets],
             "picture": bpy.path.abspath(t.sync_picture),
             "active": t.active_review_marker,
-            "filter": scene.foley.review_flagged_only,
+            "filter": scene.foley.review_needs_attention,
         }
 
     saved = state(scene)
     assert len(saved["rows"]) >= 2 and saved["motion"]
+    assert {row[5] for row in saved["rows"]} <= {"in_sync", "late", "early", "no_visual_cause"}
+    assert saved["contacts"][0] and len(saved["contacts"][1]) == 3
     bpy.ops.wm.save_mainfile()
     path = bpy.data.filepath
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)

@@ -9,7 +9,11 @@ add-on's own code (operator + its job loop), then writes into ``--out``:
     foley/*.wav          the generated take at the scene's mix rate
     demo_preview.mp4     the edit rendered by Blender (H.264 + AAC mixdown)
     demo_sync.png        motion, audio and onsets on one time axis
-    demo_result.json     placement, take, onsets and timings
+    demo_result.json     placement, take, onsets, timings, and the sync review: each onset
+                         marker's verdict ("review": time_s from the take's first frame,
+                         state in_sync / late / early / no_visual_cause, offset_ms to its
+                         contact event) and the "silent_hits" (seconds), as the add-on's
+                         review list shows them
 
 Blender runs as a Python module in its own venv (torch never meets bpy): ``--blender-python``,
 or ``$V2A_BLENDER_PYTHON``, or ``.venv-bpy45`` / ``.venv-bpy50`` beside this checkout; when none
@@ -214,15 +218,38 @@ def draw_sync_picture(result: dict, path: Path) -> None:
     count = int(round(duration_s * motion.fps))
     events = [t - offset_s for t in motion.times_s if 0.0 <= t - offset_s < duration_s]
     onsets = audio_onsets_waveform(audio, rate)
-    markers = [(f - take["frame_start"]) / result["scene_fps"] for f in result["marker_frames"]]
+    # the markers' exact seconds, as the review judged them (their frames are rounded)
+    markers = [r["time_s"] for r in result["review"]]
     truth = [t - offset_s for t in (result["clip"].get("events_s") or [])]
     draw(SyncPictureData(
         audio=audio, sample_rate=rate, motion_energy=np.asarray(motion.energy[first:first + count]),
         motion_fps=motion.fps, motion_events_s=events, marker_times_s=markers,
         frame_rate=result["scene_fps"], onset_envelope=onsets.envelope,
         onset_envelope_rate_hz=onsets.envelope_rate_hz, reference_events_s=truth,
+        contacts_s=result["contacts"]["times_s"] if result["contacts"] else None,
+        contact_strengths=result["contacts"]["strengths"] if result["contacts"] else [],
         title=f"{result['strip']}: \u201c{take['caption']}\u201d \u2014 model "
               f"{take['model_id']}, seed {take['seed']}"), path)
+
+
+def review_summary(marker_times_s, contacts_s, contact_strengths, frame_rate: float) -> dict:
+    """The sync review of a take as ``demo_result.json`` holds it (``foley_protocol.review``,
+    the add-on's review list's own rule).
+
+    Returns:
+        ``{"review": [{"time_s", "state", "offset_ms"}] (one per marker, in time order;
+        offset_ms None without a contact), "silent_hits": [seconds]}``.
+    """
+    from foley_protocol.review import review_sync
+
+    markers = sorted(float(t) for t in marker_times_s)
+    found = review_sync(markers, contacts_s, contact_strengths, frame_rate)
+    return {
+        "review": [{"time_s": t, "state": v.state,
+                    "offset_ms": None if v.offset_s is None else v.offset_s * 1000.0}
+                   for t, v in zip(markers, found.verdicts)],
+        "silent_hits": [float(contacts_s[i]) for i in found.silent_hits],
+    }
 
 
 # ---- Blender side (run by the bpy Python; standard library + bpy + the add-on only) ------
@@ -277,6 +304,7 @@ def blender_side(spec_path: str) -> int:
     try:
         jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
         compat = importlib.import_module(f"{ADDON_MODULE}.compat")
+        review = importlib.import_module(f"{ADDON_MODULE}.review")
         bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
         bpy.context.preferences.filepaths.save_version = 0  # no demo.blend1 backups
         prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
@@ -330,6 +358,11 @@ def blender_side(spec_path: str) -> int:
         take = sound.foley.takes[sound.foley.active_take]
         marker_frames = sorted(m.frame for m in scene.timeline_markers
                                if m.name.startswith(take.marker_tag))
+        if not take.has_contacts:
+            print("v2a demo: the server sent no contact events: no sync review", flush=True)
+        verdicts = review_summary([r.time_s for r in review.review_rows(scene, take)],
+                                  [c.time_s for c in take.contacts],
+                                  [c.strength for c in take.contacts], rate)
         wav = Path(bpy.path.abspath(sound.sound.filepath))
         preview = out / "demo_preview.mp4"
         render_preview(scene, preview)
@@ -349,6 +382,10 @@ def blender_side(spec_path: str) -> int:
                      "onsets": [{"time_s": o.time_s, "probability": o.probability}
                                 for o in take.onsets]},
             "marker_frames": marker_frames,
+            **verdicts,
+            "contacts": {"times_s": [c.time_s for c in take.contacts],
+                         "strengths": [c.strength for c in take.contacts]}
+            if take.has_contacts else None,
             "clip": clip,
             "files": {"blend": str(blend), "wav": str(wav), "preview": str(preview)},
             "timings_s": {"generate_foley": generate_s, **job.timings_s,

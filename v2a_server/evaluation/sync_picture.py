@@ -6,10 +6,13 @@ as PNG bytes, because Blender's Python has no matplotlib) and ``v2a demo`` draws
 
 Rows, sharing the x axis (seconds from the take's first frame):
 
-1. motion energy (mean optical-flow magnitude, AV-Align's) with its motion events;
+1. motion energy (mean optical-flow magnitude, AV-Align's) with its motion events (dashed)
+   and the visual contact events (solid, height = strength);
 2. the waveform with the librosa onset strength scaled over it;
-3. the onset markers; markers further than one timeline frame from the nearest motion event
-   are drawn red and labelled with their offset in ms (the add-on's review flags).
+3. the onset markers coloured by their review state (``foley_protocol.review.review_sync``:
+   in sync green, late/early red with their offset in ms, no visual cause purple) and the
+   silent hits (contacts no sound starts at) as black triangles. Without contact events (data
+   from before them) markers are judged against the nearest motion event, as they were.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from typing import Sequence
 
 import numpy as np
 
-from foley_protocol.review import is_flagged, offsets_s
+from foley_protocol.review import (
+    IN_SYNC,
+    NO_VISUAL_CAUSE,
+    is_flagged,
+    offsets_s,
+    review_sync,
+)
 
 WIDTH_PX = 1280
 HEIGHT_PX = 720
@@ -44,6 +53,9 @@ class SyncPictureData:
         onset_envelope_rate_hz: values per second of ``onset_envelope``.
         reference_events_s: known true events (synthetic clips), dotted; optional.
         title: one line above the picture.
+        contacts_s: visual contact events (what markers are paired with); None: not known,
+            markers are judged against the nearest motion event.
+        contact_strengths: 0..1 per contact (silent hits are the strong unpaired ones).
     """
 
     audio: np.ndarray
@@ -57,6 +69,33 @@ class SyncPictureData:
     onset_envelope_rate_hz: float = 0.0
     reference_events_s: Sequence[float] = field(default_factory=list)
     title: str = ""
+    contacts_s: Sequence[float] | None = None
+    contact_strengths: Sequence[float] = field(default_factory=list)
+
+
+STATE_COLOURS = {IN_SYNC: "tab:green", NO_VISUAL_CAUSE: "tab:purple"}  # late, early: red
+
+
+def marker_looks(data: SyncPictureData) -> tuple[list[tuple[str, str | None]], list[float]]:
+    """(colour, label or None) per marker and the silent hits' times: from the pairing with
+    contact events when ``data`` has them, else from the nearest motion event."""
+    if data.contacts_s is None:
+        looks = []
+        for offset in offsets_s(data.marker_times_s, data.motion_events_s):
+            flagged = is_flagged(offset, data.frame_rate)
+            looks.append(("tab:red", f"{offset * 1000:+.0f} ms") if flagged
+                         else ("tab:green", None))
+        return looks, []
+    review = review_sync(data.marker_times_s, data.contacts_s, data.contact_strengths,
+                         data.frame_rate)
+    looks = []
+    for verdict in review.verdicts:
+        if verdict.state in STATE_COLOURS:
+            label = "no cause" if verdict.state == NO_VISUAL_CAUSE else None
+            looks.append((STATE_COLOURS[verdict.state], label))
+        else:
+            looks.append(("tab:red", f"{verdict.offset_s * 1000:+.0f} ms"))
+    return looks, [float(data.contacts_s[i]) for i in review.silent_hits]
 
 
 def draw_sync_picture(data: SyncPictureData, path: str | Path | None = None,
@@ -77,6 +116,11 @@ def draw_sync_picture(data: SyncPictureData, path: str | Path | None = None,
     axes[0].plot(t_motion, energy, color="tab:blue", lw=1)
     for t in data.motion_events_s:
         axes[0].axvline(t, color="tab:blue", lw=0.8, ls="--", alpha=0.7)
+    if data.contacts_s is not None and len(data.contacts_s):
+        top = float(energy.max()) if energy.size and energy.max() > 0 else 1.0
+        axes[0].vlines(list(data.contacts_s), 0.0,
+                       [top * max(float(v), 0.15) for v in data.contact_strengths],
+                       color="darkred", lw=1.6)
     axes[0].set_ylabel("motion\n(flow px/frame)")
 
     # The waveform as its min/max per pixel column: the same picture as plotting every
@@ -92,21 +136,25 @@ def draw_sync_picture(data: SyncPictureData, path: str | Path | None = None,
         axes[1].legend(loc="upper right", fontsize=8)
     axes[1].set_ylabel(f"sound\n({data.sample_rate} Hz)")
 
-    offsets = offsets_s(data.marker_times_s, data.motion_events_s)
-    for t, offset in zip(data.marker_times_s, offsets):
-        flagged = is_flagged(offset, data.frame_rate)
-        color = "tab:red" if flagged else "tab:green"
+    looks, silent_hits = marker_looks(data)
+    for t, (color, label) in zip(data.marker_times_s, looks):
+        loud = color != "tab:green"
         for ax in axes[:2]:
-            ax.axvline(t, color=color, lw=1.2 if flagged else 0.8, alpha=0.7)
-        axes[2].vlines([t], 0.0, 1.0, color=color, lw=2.0 if flagged else 1.0)
-        if flagged:
-            axes[2].text(t, 1.02, f"{offset * 1000:+.0f} ms", color="tab:red", fontsize=7,
-                         ha="center", va="bottom")
+            ax.axvline(t, color=color, lw=1.2 if loud else 0.8, alpha=0.7)
+        axes[2].vlines([t], 0.0, 1.0, color=color, lw=2.0 if loud else 1.0)
+        if label:
+            axes[2].text(t, 1.02, label, color=color, fontsize=7, ha="center", va="bottom")
+    if silent_hits:
+        axes[2].plot(silent_hits, [0.5] * len(silent_hits), "v", color="black", ms=7)
     for t in data.reference_events_s:
         for ax in axes[:2]:
             ax.axvline(t, color="black", lw=0.8, ls=":")
     axes[2].plot([], [], color="tab:green", label="marker in sync (≤ 1 frame)")
-    axes[2].plot([], [], color="tab:red", label="marker off by > 1 frame")
+    axes[2].plot([], [], color="tab:red", label="marker late / early by > 1 frame")
+    if data.contacts_s is not None:
+        axes[2].plot([], [], color="tab:purple", label="marker with no visual cause")
+        axes[2].plot([], [], "v", color="black", label="silent hit")
+        axes[2].plot([], [], color="darkred", label="contact event")
     axes[2].plot([], [], color="tab:blue", ls="--", label="motion event")
     if len(data.reference_events_s):
         axes[2].plot([], [], color="black", ls=":", label="true events")

@@ -3,8 +3,8 @@
 ``build_result`` encodes each take (raw float32 or FLAC) and copies the onsets, seed and
 timings into the body; it also measures each take's level (``take_level``) and flags a
 near-silent take, with a warning naming the model's scope; ``add_review`` adds the frames'
-motion events (``frame_motion``, run on the review thread beside the generation), each take's
-audio onsets and, when asked, one sync picture per take.
+motion events and contact events (``frame_motion``, run on the review thread beside the
+generation), each take's audio onsets and, when asked, one sync picture per take.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import io
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -158,11 +158,24 @@ def frame_motion_soon(frames: np.ndarray, frames_fps: float) -> Future:
     return REVIEW_POOL.submit(frame_motion, frames, frames_fps)
 
 
-def frame_motion(frames: np.ndarray, frames_fps: float):
-    """The visual motion events of the frames received, computed as AV-Align does."""
+class FrameMotion(NamedTuple):
+    """What the review needs of the frames: AV-Align's motion (``energy``, ``times_s``, as
+    ``metrics.MotionEvents``) and the contact events (``contacts.ContactEvents``)."""
+
+    energy: np.ndarray
+    times_s: np.ndarray
+    contacts: Any
+
+
+def frame_motion(frames: np.ndarray, frames_fps: float) -> FrameMotion:
+    """The motion events of the frames received (computed as AV-Align does) and their visual
+    contact events (``evaluation.contacts``)."""
+    from v2a_server.evaluation.contacts import contact_events
     from v2a_server.evaluation.metrics import motion_events
 
-    return motion_events(np.asarray(frames, dtype=np.uint8), float(frames_fps))
+    frames = np.asarray(frames, dtype=np.uint8)
+    motion = motion_events(frames, float(frames_fps))
+    return FrameMotion(motion.energy, motion.times_s, contact_events(frames, float(frames_fps)))
 
 
 def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any],
@@ -172,6 +185,8 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
     other markers (``v2a_server.serving.review``).
 
     ``motion``: the visual motion events of the frames received (``frame_motion``);
+    ``contacts``: their contact events (when ``motion`` has them: ``FrameMotion``), the events
+    the review pairs onsets with;
     ``audio_onsets``: the librosa onsets of each generated take (as AA-Align detects them)
     that have audible energy around them (``metrics.gated_audio_onsets``: a noise floor's
     "onsets" are not sounds to review);
@@ -198,6 +213,13 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
         "times_s": [float(t) for t in times],
         "strengths": [float(min(max(v, 0.0), 1.0)) for v in strengths],
     }
+    contacts = getattr(motion, "contacts", None)
+    if contacts is not None:
+        inside = contacts.times_s <= duration_s
+        body["contacts"] = {
+            "times_s": [float(t) for t in contacts.times_s[inside]],
+            "strengths": [float(min(max(v, 0.0), 1.0)) for v in contacts.strengths[inside]],
+        }
     takes = np.asarray(audio, dtype=np.float32)
     if takes.ndim == 1:
         takes = takes[None]
@@ -213,6 +235,8 @@ def add_review(body: dict[str, Any], buffers: list[Any], request: dict[str, Any]
             motion_events_s=body["motion"]["times_s"], marker_times_s=body["onset_times_s"],
             frame_rate=float(options["frame_rate"]) if options else float(frames_fps),
             onset_envelope=found.envelope, onset_envelope_rate_hz=found.envelope_rate_hz,
+            contacts_s=body["contacts"]["times_s"] if "contacts" in body else None,
+            contact_strengths=body.get("contacts", {}).get("strengths", []),
             title=f"\u201c{request['caption'][:80]}\u201d \u2014 seed {body['seed']}")
         for take, found in zip(takes, onsets)]
     if not options:
