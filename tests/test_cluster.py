@@ -84,7 +84,8 @@ def cluster(request):
     add_gpu_node(built)
     add_gpu_node(built)
     built.wait_for_nodes()
-    ray.init(address=built.address, _node_ip_address=LOOPBACK, logging_level="WARNING")
+    ray.init(address=built.address, _node_ip_address=LOOPBACK, logging_level="WARNING",
+             log_to_driver=False)
     return built
 
 
@@ -100,7 +101,7 @@ def front(cluster, tiny_model_dir, tmp_path_factory):
     finally:
         proc.signal(signal.SIGTERM)  # a clean stop deletes the deployment
         try:
-            proc.wait(60)
+            assert proc.wait(60) == 0, proc.log()[-3000:]
         finally:
             proc.stop()
 

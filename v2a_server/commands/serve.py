@@ -113,10 +113,12 @@ def build_engine(args: argparse.Namespace, model_dir: str, devices: list[str]) -
                          "GPU Ray gives it")
     from v2a_server.serving.ray_engine import (
         RayEngine,
+        driver_environment,
         is_loopback_address,
         loopback_environment,
     )
 
+    driver_environment()
     if args.ray_address is None or is_loopback_address(args.ray_address):
         loopback_environment()  # read by Ray when imported
     try:

@@ -54,6 +54,14 @@ DEPLOY_TIMEOUT_S = 600.0  # loading the model on every replica
 FAILED_SHOWN_S = 30.0  # a dead replica stays in status as "failed" this long
 BACKPRESSURE_RETRY_S = 0.2
 MAX_LOSSES = 2  # the second lost worker ends the job
+LEAVE_TIMEOUT_S = 30.0  # at exit: running jobs end, then the deployment is deleted
+
+
+def driver_environment() -> None:
+    """Before Ray is imported: the server handles SIGTERM itself (a clean stop); Ray's own
+    handler for it, chained before ours, makes that stop's ``ray.shutdown`` abort the process
+    (Ray 2.60)."""
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def loopback_environment() -> None:
@@ -159,29 +167,34 @@ class RayEngine:
         self._wake.set()
 
     def join(self, timeout_s: float) -> None:
+        """Wait for the dispatcher thread to leave Ray (it deletes the deployment, and stops a
+        Ray it started): at least ``LEAVE_TIMEOUT_S``."""
         if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._shutdown_ray()
+            self._thread.join(max(timeout_s, LEAVE_TIMEOUT_S))
 
     # ---- start: connect, deploy, then dispatch -----------------------------------------
 
     def _main(self) -> None:
+        # One thread joins Ray, dispatches and leaves: the processes of a Ray started here
+        # share the fate of the thread that started them (Ray's PR_SET_PDEATHSIG).
         try:
-            self._connect()
-            self._deploy()
-        except Exception as exc:  # the server reports it and exits: nothing can run
-            logger.exception("the Ray deployment did not come up")
+            try:
+                self._connect()
+                self._deploy()
+            except Exception as exc:  # the server reports it and exits: nothing can run
+                logger.exception("the Ray deployment did not come up")
+                with self._lock:
+                    self._state = "failed"
+                self.post(WorkerFailed("ray", f"{type(exc).__name__}: {exc}"))
+                return
             with self._lock:
-                self._state = "failed"
-            self.post(WorkerFailed("ray", f"{type(exc).__name__}: {exc}"))
-            return
-        with self._lock:
-            self._state = "running"
-        try:
+                self._state = "running"
             self._dispatch()
         except Exception:  # a bug here would leave jobs waiting forever: say so loudly
             logger.exception("the Ray dispatcher failed")
             raise
+        finally:
+            self._leave()
 
     def _connect(self) -> None:
         import ray
@@ -193,7 +206,9 @@ class RayEngine:
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
                      num_gpus=gpus, logging_level=logging.WARNING)
             self._started_ray = True
-            logger.info("started a local single-node Ray (%d GPU)", gpus)
+            session = ray._private.worker._global_node.get_session_dir_path()
+            logger.info("started a local single-node Ray on 127.0.0.1 (%d GPU; session %s)",
+                        gpus, session)
         else:
             kwargs = {"_node_ip_address": "127.0.0.1"} if is_loopback_address(
                 self.address) else {}
@@ -225,7 +240,14 @@ class RayEngine:
         logger.info("%d replica(s) running after %.1f s", replicas, time.monotonic() - t0)
         self._refresh()
 
-    def _shutdown_ray(self) -> None:
+    def _leave(self) -> None:
+        """After the running jobs ended (bounded), delete the deployment and leave Ray."""
+        deadline = time.monotonic() + LEAVE_TIMEOUT_S / 2
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    break
+            time.sleep(0.05)
         try:
             import ray
             from ray import serve
