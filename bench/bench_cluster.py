@@ -18,7 +18,7 @@ configuration, and measures with the real ``FoleyClient``, all in one run:
 
 No GPU was available where this was written (docs/cluster.md says what was measured).
 
-    python bench/bench_cluster.py [--json OUT] [--jobs 8] [--steps 10] [--sleep-s 0.1]
+    python bench/bench_cluster.py [--json OUT] [--jobs 8] [--steps 10] [--sleep-s 0.5]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
+DURATION_S = 0.5  # seconds of audio per job: the tiny model's CPU time per step stays small
 
 
 def loopback_env() -> None:
@@ -108,7 +109,7 @@ def run_jobs(client: FoleyClient, n: int, steps: int) -> dict:
     """Submit ``n`` jobs at once; wall time, per-job queue wait, first progress, round trip,
     time on the replica."""
     t0 = time.monotonic()
-    sent = {client.generate(frames(), frames_fps=4.0, duration_s=1.0, caption="rain",
+    sent = {client.generate(frames(), frames_fps=4.0, duration_s=DURATION_S, caption="rain",
                             steps=steps, guidance=3.0, seed=i, timeout_s=600): time.monotonic()
             for i in range(n)}
     first, done, bodies, step_gaps = {}, {}, {}, []
@@ -140,20 +141,28 @@ def run_jobs(client: FoleyClient, n: int, steps: int) -> dict:
             "replica_s": [t.get("replica_s", t.get("total_s")) for t in timings]}
 
 
-def overhead(client: FoleyClient, steps: int, repeats: int) -> float:
-    """Front-end overhead: (client round trip - time on the worker) / round trip, one job at
-    a time (median)."""
-    fractions = []
+def overhead(client: FoleyClient, steps: int, repeats: int) -> tuple[float, float]:
+    """One job at a time (medians): the front-end's overhead, (client round trip - time on
+    the worker) / round trip, and the first-progress latency (submit -> first running
+    progress) on an idle engine."""
+    fractions, firsts = [], []
     for i in range(repeats):
         t0 = time.monotonic()
-        event = client.generate_blocking(frames(), frames_fps=4.0, duration_s=1.0,
+        first: list[float] = []
+
+        def on_progress(event, first=first) -> None:
+            if not first and event.body.get("stage") not in ("queued", None):
+                first.append(time.monotonic() - t0)
+
+        event = client.generate_blocking(frames(), frames_fps=4.0, duration_s=DURATION_S,
                                           caption="rain", steps=steps, guidance=3.0, seed=i,
-                                          timeout_s=600)
+                                          timeout_s=600, on_progress=on_progress)
         round_trip = time.monotonic() - t0
         worker = event.body["timings_s"].get("replica_s", event.body["timings_s"]["total_s"]
                                              - event.body["timings_s"]["queue_s"])
         fractions.append((round_trip - worker) / round_trip)
-    return statistics.median(fractions)
+        firsts += first
+    return statistics.median(fractions), statistics.median(firsts)
 
 
 def wait_stage(client: FoleyClient, rid: str, stage: str, step: int = 1) -> None:
@@ -170,7 +179,7 @@ def wait_stage(client: FoleyClient, rid: str, stage: str, step: int = 1) -> None
 def cancel_latencies(front: Front, repeats: int, steps: int) -> list[float]:
     client, found = front.client, []
     for i in range(repeats):
-        rid = client.generate(frames(), frames_fps=4.0, duration_s=1.0, caption="rain",
+        rid = client.generate(frames(), frames_fps=4.0, duration_s=DURATION_S, caption="rain",
                               steps=steps, guidance=3.0, seed=100 + i, timeout_s=600)
         wait_stage(client, rid, "denoise", 2)
         t0 = time.monotonic()
@@ -189,7 +198,7 @@ def worker_loss(front: Front, steps: int) -> dict:
     client = front.client
     while idle_replicas(front) < 2:
         time.sleep(0.2)
-    rid = client.generate(frames(), frames_fps=4.0, duration_s=1.0, caption="rain",
+    rid = client.generate(frames(), frames_fps=4.0, duration_s=DURATION_S, caption="rain",
                           steps=steps, guidance=3.0, seed=5, timeout_s=600)
     wait_stage(client, rid, "denoise", 1)
     victim = next(w for w in front.status()["workers"] if w["job_id"] == rid)
@@ -209,8 +218,11 @@ def worker_loss(front: Front, steps: int) -> dict:
     while idle_replicas(front) < 2:
         assert time.monotonic() - t_kill < 300, "not back to 2 replicas"
         time.sleep(0.1)
+    rerun_s = final.body["timings_s"].get("replica_s") if final.type == "result" else None
     return {"worker_loss_detection_s": detected, "worker_loss_recovery_s": result_at,
             "worker_loss_result": final.type == "result",
+            # what the loss cost beyond running the job again from the start
+            "worker_loss_beyond_rerun_s": None if rerun_s is None else result_at - rerun_s,
             "full_strength_after_kill_s": time.monotonic() - t_kill}
 
 
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, metavar="OUT")
     parser.add_argument("--jobs", type=int, default=8, help="jobs per scaling run")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps per job")
-    parser.add_argument("--sleep-s", type=float, default=0.1,
+    parser.add_argument("--sleep-s", type=float, default=0.5,
                         help="the stub's sleep per denoising step (GPU time stand-in)")
     parser.add_argument("--cancels", type=int, default=8)
     args = parser.parse_args(argv)
@@ -301,12 +313,13 @@ def main(argv: list[str] | None = None) -> int:
                                                    if not isinstance(v, list)}
                     print(kind, replicas, report[f"{kind}_{replicas}"], flush=True)
                     if kind == "tiny" and replicas == 1:
-                        report["frontend_overhead_fraction"] = overhead(front.client,
-                                                                        args.steps, 5)
+                        (report["frontend_overhead_fraction"],
+                         report["first_progress_idle_s"]) = overhead(front.client,
+                                                                     args.steps, 5)
                     if kind == "stub" and replicas == 2:
                         report["cancel_latencies_s"] = cancel_latencies(
                             front, args.cancels, 200)
-                        report.update(worker_loss(front, args.steps * 3))
+                        report.update(worker_loss(front, args.steps))
                         report["rss_per_node_bytes"] = node_memory(cluster)
                         rss, count = all_ray_rss(cluster)
                         report["ray_rss_bytes"], report["ray_processes"] = rss, count
@@ -321,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     # the local engine's overhead, the baseline for the front-end's
     local = Front(model_dir, work)
     try:
-        report["local_overhead_fraction"] = overhead(local.client, args.steps, 5)
+        (report["local_overhead_fraction"],
+         report["local_first_progress_idle_s"]) = overhead(local.client, args.steps, 5)
     finally:
         local.stop()
     cancels = report["cancel_latencies_s"]

@@ -357,8 +357,18 @@ class RayEngine:
 
     def _run_on_replica(self, job: Job) -> JobResult | JobFailed | None:
         """The job's final event; None when it went back to the queue."""
-        from ray.exceptions import RayActorError, TaskCancelledError
-        from ray.serve.exceptions import BackPressureError, RequestCancelledError
+        from ray.exceptions import (
+            NodeDiedError,
+            ObjectLostError,
+            RayActorError,
+            TaskCancelledError,
+            WorkerCrashedError,
+        )
+        from ray.serve.exceptions import (
+            BackPressureError,
+            ReplicaUnavailableError,
+            RequestCancelledError,
+        )
 
         assert self.post is not None and self.jobs is not None
         if job.cancel_event.is_set():
@@ -409,7 +419,8 @@ class RayEngine:
             logger.warning("%s: Serve refused it (back pressure); it waits again", job.label)
             time.sleep(BACKPRESSURE_RETRY_S)
             return None if self.jobs.put_front(job) else self._cancelled(job)
-        except RayActorError as exc:
+        except (RayActorError, ReplicaUnavailableError, WorkerCrashedError, NodeDiedError,
+                ObjectLostError) as exc:  # the replica's process or machine is gone
             if job.cancel_event.is_set():
                 return self._cancelled(job)
             return self._lost(job, replica, exc)
