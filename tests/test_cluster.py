@@ -10,8 +10,10 @@ address. The tests run in order: a node removed by one is added back before the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +152,28 @@ def worker_of(client, rid: str, timeout_s: float = 10.0) -> dict:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def kept_alive(client):
+    """While the test thread is blocked in the cluster (adding or removing a node: seconds),
+    another thread polls ``client`` so that its heartbeats go on; yields the events it saw.
+    (Nodes must be added from the test thread: Ray ties a node's processes to the thread
+    that started them.)"""
+    seen: list = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            seen.extend(client.poll(0.05))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        poller.join(10)
+
+
 def stages(events) -> list[str]:
     return [e.body["stage"] for e in events if e.type == "progress"]
 
@@ -274,13 +298,17 @@ def test_a_removed_worker_node_requeues_its_job_and_a_returning_node_restores_st
     wait_stage(client, rid, "denoise", 1)
     node_id = worker_of(client, rid)["node"].split()[1]
     node = next(n for n in cluster.worker_nodes if n.node_id.startswith(node_id))
-    cluster.remove_node(node, allow_graceful=False)
     try:
-        events = collect([client], [rid], JOB_S)[rid]
+        with kept_alive(client) as early:
+            cluster.remove_node(node, allow_graceful=False)
+        events = [e for e in early if e.request_id == rid]
+        if not any(e.final for e in events):
+            events += collect([client], [rid], JOB_S)[rid]
         names = stages(events)
         assert "requeued" in names and events[-1].type == "result", (names, events[-1].body)
     finally:
-        add_gpu_node(cluster)
+        with kept_alive(client):
+            add_gpu_node(cluster)
     found = wait_full_strength(client, timeout_s=180.0)
     assert len({w["node"] for w in found if w["state"] == "idle"}) == 2
 
