@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable
@@ -109,6 +110,10 @@ class FoleyReplica:
         self._job_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foley-job")
         self._sink: Callable[[EngineEvent], None] | None = None
         self._fault: str | None = None
+        # what the ordering check of _run_job reads (jobs on the model now, the last end)
+        self._model_lock = threading.Lock()
+        self._jobs_on_model = 0
+        self._previous_end: float | None = None
         self._register("ready")
         logger.info("replica %s ready on %s (pid %d)", self.replica_id, self.facts["device"],
                     os.getpid())
@@ -162,18 +167,30 @@ class FoleyReplica:
         if job.cancel_event.is_set():  # cancelled while waiting for the slot: never starts
             post(JobFailed(job, job.cancel_code, job.cancel_message))
             return
-        waited_s = time.monotonic() - submitted_at  # behind a cancelled job's last step
+        started = time.monotonic()
+        waited_s = started - submitted_at  # e.g. behind a cancelled job's last step
+        with self._model_lock:
+            overlapped = self._jobs_on_model > 0
+            self._jobs_on_model += 1
+            previous_end = self._previous_end
+        # seconds from the previous job's end to this start; -1: they overlapped (a bug)
+        after_previous_s = -1.0 if overlapped else (
+            started - previous_end if previous_end is not None else 0.0)
         self._sink = post
         self._register("busy", job.request_id)
         try:
             final = self.worker.run_job(job)
         finally:
+            with self._model_lock:
+                self._jobs_on_model -= 1
+                self._previous_end = time.monotonic()
             self._register("ready")
         if isinstance(final, JobFailed) and final.code == "generation_failed" \
                 and _device_lost(final.message):
             self._fault = final.message  # the next health check fails: Serve replaces us
         if isinstance(final, JobResult):
             final.body["timings_s"]["replica_wait_s"] = waited_s
+            final.body["timings_s"]["replica_after_previous_s"] = after_previous_s
         post(final)
 
     def _post(self, event: EngineEvent) -> None:
