@@ -49,7 +49,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 4  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 5  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -175,6 +175,8 @@ ERROR_CODES = {
     "cancelled": "the job was cancelled by a cancel request",
     "invalid_request": "well-formed but refused by the model (e.g. an impossible combination)",
     "generation_failed": "the model raised an error while generating",
+    "worker_lost": "the job's worker (a cluster machine or process) was lost twice while "
+                   "running it; no audio was made (1.5; older clients get generation_failed)",
     "internal": "a server bug; the message says more",
     # produced locally by the client, never sent
     "timeout": "no final reply before the request's deadline",
@@ -521,6 +523,11 @@ REPLY_SCHEMAS: dict[str, dict[str, Field]] = {
             "last_job_peak_memory_bytes": Field("int", required=False, nullable=True, lo=0,
                                                 hi=MAX_MEMORY_BYTES,
                                                 doc="that job's peak memory"),
+            "node": Field("str", required=False, nullable=True, max_len=256,
+                          doc="a cluster worker's machine (address and node id); nil: the "
+                          "server's own machine"),
+            "pid": Field("int", required=False, nullable=True, lo=0, hi=2**31,
+                         doc="a cluster worker's process id on its machine; nil: the server's"),
         })),
     },
 }
@@ -569,6 +576,12 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
         "result.review_follows", "review", "redraw", "redraw_reply",
         # the sync review pairs onsets with the picture's contact events
         "result.contacts",
+    ),
+    5: (
+        # a cluster of workers: a job whose worker was lost runs again, or ends saying so;
+        # status names each worker's machine and process
+        "progress.stage=requeued", "error.code=worker_lost",
+        "status_reply.workers.node", "status_reply.workers.pid",
     ),
 }
 

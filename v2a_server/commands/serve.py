@@ -1,7 +1,9 @@
 """``v2a-server``: the Foley generation server (ZeroMQ ROUTER + FIFO queue + model workers).
 
-The command line of the server: parses the options, builds the local engine (one model worker
-per device) and the socket loop (``v2a_server.serving``), binds, and runs until a stop signal.
+The command line of the server: parses the options, builds the engine (``--engine local``: one
+model worker per device in this process; ``--engine ray``: one replica per GPU of a Ray Serve
+cluster, docs/cluster.md) and the socket loop (``v2a_server.serving``), binds, and runs until a
+stop signal.
 Not a ``v2a`` sub-command: it is the ``v2a-server`` script (``python -m
 v2a_server.commands.serve``).
 """
@@ -17,7 +19,7 @@ import zmq
 
 from foley_protocol.protocol import DEFAULT_ENDPOINT
 from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
-from v2a_server.serving.engine import LocalEngine
+from v2a_server.serving.engine import Engine, LocalEngine
 from v2a_server.serving.outbox import DEFAULT_CLIENT_BUDGET_MB
 from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
 from v2a_server.serving.spool import (
@@ -35,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "an installed model (`v2a model pull sta-v2a`), or 'default' for the embedded model")
     parser.add_argument("--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help="where jobs run: 'local' (model workers in this process, one per "
+                        "--device) or 'ray' (one replica per GPU of a Ray cluster; needs "
+                        "pip install -e '.[cluster]', docs/cluster.md)")
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="with --engine ray: the Ray cluster's head (its GCS address); "
+                        "default: start a single-node Ray on this machine, on 127.0.0.1")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="with --engine ray: replicas to run (default: one per GPU of the "
+                        "cluster; one without a GPU)")
+    parser.add_argument("--stub-step-sleep-s", type=float, default=0.0,
+                        help=argparse.SUPPRESS)  # bench/bench_cluster.py: GPU time stand-in
     parser.add_argument("--device", action="append", default=None,
                         help="device for one model worker; repeat for more (default: cuda if "
                         "available, else cpu)")
@@ -90,6 +104,34 @@ def default_devices() -> list[str]:
     return ["cpu"]
 
 
+def build_engine(args: argparse.Namespace, model_dir: str, devices: list[str]) -> Engine:
+    if args.engine == "local":
+        return LocalEngine(model_dir, devices, args.dtype, args.threads, offload=args.offload,
+                           text_encoder_cpu=args.text_encoder_cpu)
+    if args.device:
+        raise SystemExit("v2a-server: --device is for --engine local; a Ray replica uses the "
+                         "GPU Ray gives it")
+    from v2a_server.serving.ray_engine import (
+        RayEngine,
+        driver_environment,
+        is_loopback_address,
+        loopback_environment,
+    )
+
+    driver_environment()
+    if args.ray_address is None or is_loopback_address(args.ray_address):
+        loopback_environment()  # read by Ray when imported
+    try:
+        import ray.serve  # noqa: F401  (the optional extra: say so now, not in a thread)
+    except ImportError as exc:
+        raise SystemExit(f"v2a-server: --engine ray needs Ray Serve: pip install -e "
+                         f"'.[cluster]' ({exc})") from None
+    return RayEngine(model_dir, args.ray_address, replicas=args.replicas, dtype=args.dtype,
+                     num_threads=args.threads, offload=args.offload,
+                     text_encoder_cpu=args.text_encoder_cpu,
+                     stub_step_sleep_s=args.stub_step_sleep_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -114,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.client_budget_mb <= 0 or args.spool_max_mb <= 0 or args.spool_ttl_h <= 0:
         raise SystemExit("v2a-server: --client-budget-mb, --spool-max-mb and --spool-ttl-h "
                          "must be > 0")
-    devices = args.device or default_devices()
+    if args.engine != "ray" and (args.ray_address or args.replicas or args.stub_step_sleep_s):
+        raise SystemExit("v2a-server: --ray-address, --replicas and --stub-step-sleep-s need "
+                         "--engine ray")
+    if args.replicas is not None and args.replicas < 1:
+        raise SystemExit("v2a-server: --replicas must be >= 1")
+    devices = args.device or (["cuda"] if args.engine == "ray" else default_devices())
     if args.offload != "none" and "cpu" in devices:
         raise SystemExit("v2a-server: --offload model needs a GPU device (--device cuda): on the "
                          "CPU the whole model already lives in main memory")
@@ -123,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                             int(args.spool_max_mb * 2**20), args.spool_ttl_h * 3600.0)
     except OSError as exc:
         raise SystemExit(f"v2a-server: cannot use the spool folder: {exc}") from None
-    engine = LocalEngine(model_dir, devices, args.dtype, args.threads, offload=args.offload,
-                         text_encoder_cpu=args.text_encoder_cpu)
+    engine = build_engine(args, model_dir, devices)
     server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
                          signing_key, read_local_files=False if args.no_local_files else None,
                          media_roots=tuple(args.media_root), spool=spool,

@@ -26,11 +26,12 @@ An engine provides:
     workers at exit.
 
 ``LocalEngine`` (today's): one ``ModelWorker`` thread per device in this process, all taking
-from the loop's queue. A cluster engine fits the same seam: one replica per GPU, a dispatcher
-thread that takes a job from the queue when a replica is free and relays the replica's
-streamed progress as ``JobProgress``; ``cancel`` forwards to the replica running the job; a
-lost replica's job goes back to the head of the queue (a ``JobQueue`` method to add then) or
-ends in ``JobFailed``.
+from the loop's queue. ``RayEngine`` (``v2a_server.serving.ray_engine``): one Ray Serve replica
+per GPU of a cluster, a dispatcher thread that takes a job from the queue when a replica is
+free and relays the replica's streamed progress as ``JobProgress``; ``cancel`` forwards to the
+replica running the job; a lost replica's job goes back to the head of the queue once
+(``JobQueue.put_front``, announced as ``JobProgress`` stage ``REQUEUED_STAGE``) or ends in
+``JobFailed``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class WorkerStatus:
     job_peak_memory_bytes: int | None = None
     last_job_id: str | None = None
     last_job_peak_memory_bytes: int | None = None
+    node: str | None = None  # a cluster worker's node (None: this process's machine)
+    pid: int | None = None  # a cluster worker's process (None: this process)
 
 
 class Engine(Protocol):

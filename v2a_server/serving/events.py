@@ -43,6 +43,11 @@ class JobStarted:
     job: Job
 
 
+# The stage of a job whose worker was lost: it is back at the head of the queue and runs again
+# (protocol 1.5; an older client is told "queued").
+REQUEUED_STAGE = "requeued"
+
+
 @dataclass(frozen=True)
 class JobProgress:
     """A running job's stage and denoising step (``step`` of ``total_steps``; 0 of 0 between

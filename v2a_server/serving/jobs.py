@@ -78,6 +78,16 @@ class JobQueue:
             self._cond.notify()
             return True
 
+    def put_front(self, job: Job) -> bool:
+        """Put ``job`` back at the head, even past the length limit (an engine whose worker
+        was lost runs it again next); False when the queue is closed (shutdown)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._jobs.appendleft(job)
+            self._cond.notify()
+            return True
+
     def take(self, timeout_s: float) -> Job | None:
         """The oldest job, waiting up to ``timeout_s``; None on timeout or when closed."""
         deadline = time.monotonic() + timeout_s

@@ -59,6 +59,7 @@ from foley_protocol.protocol import (
 from v2a_server import __version__
 from v2a_server.serving.engine import Engine
 from v2a_server.serving.events import (
+    REQUEUED_STAGE,
     JobFailed,
     JobProgress,
     JobResult,
@@ -113,6 +114,13 @@ REVIEW_LOST = ("the server stopped before this take's review data was ready: the
 # is sent: 1.1's reply fields were sent to every client before minors were negotiated, and
 # such clients read them; anything later goes only to a client that agreed to it in hello.
 UNNEGOTIATED_REPLY_MINOR = 1
+
+# What a client of an older minor gets instead of a value its version lacks (the nearest
+# thing it knows): (message type, field, value) -> older value.
+OLDER_VALUES = {
+    ("progress", "stage", REQUEUED_STAGE): "queued",
+    ("error", "code", "worker_lost"): "generation_failed",
+}
 
 NO_LOCAL_FILES = ("this server does not read files named by clients (it is not on a loopback "
                   "address, or runs with --no-local-files)")
@@ -558,8 +566,12 @@ class FoleyServer:
                 return
             if isinstance(event, JobProgress):
                 if self._is_active(event.job):
+                    # a job whose worker was lost is first in the queue again
+                    position = 1 if event.stage == REQUEUED_STAGE else 0
+                    if position:
+                        self._positions[event.job.key] = position
                     self._send(event.job.client, Message("progress", progress_body(
-                        event.stage, 0, event.step, event.total_steps, event.eta_s,
+                        event.stage, position, event.step, event.total_steps, event.eta_s,
                         event.elapsed_s), parent=event.job.request_id))
             elif isinstance(event, JobStarted):
                 self._positions.pop(event.job.key, None)
@@ -767,8 +779,8 @@ class FoleyServer:
         assert self._socket is not None
         client = self.clients.get(identity)
         try:
-            message = for_minor(message, client.reply_minor if client is not None
-                                else UNNEGOTIATED_REPLY_MINOR)
+            message = for_client_minor(message, client.reply_minor if client is not None
+                                       else UNNEGOTIATED_REPLY_MINOR)
             frames = encode(message, self.signer, legacy=legacy_signature)
         except ProtocolError as exc:  # a server bug: say so instead of sending nonsense
             logger.exception("invalid %s reply to %s", message.type, message.parent)
@@ -873,6 +885,24 @@ class FoleyServer:
 
 
 # ---- message helpers --------------------------------------------------------------------
+
+
+def for_client_minor(message: Message, minor: int) -> Message:
+    """``message`` as a client of ``minor`` may receive it (``for_minor``), a value its version
+    lacks replaced by its older equivalent (``OLDER_VALUES``).
+
+    Raises:
+        ProtocolError: the message cannot be said in ``minor`` at all.
+    """
+    try:
+        return for_minor(message, minor)
+    except ProtocolError:
+        for (mtype, name, value), older in OLDER_VALUES.items():
+            if message.type == mtype and message.body.get(name) == value:
+                body = {**message.body, name: older}
+                return for_minor(Message(message.type, body, message.id, message.parent,
+                                         message.buffers, message.version), minor)
+        raise
 
 
 def spool_owner(client_key: str | None) -> str | None:

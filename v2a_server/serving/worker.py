@@ -88,16 +88,13 @@ class ModelWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._load()
+            loaded = self.load()
         except Exception as exc:  # the server reports and exits; nothing else can run here
             logger.exception("worker %s: loading %s failed", self.device, self.model_dir)
             self.state = "failed"
             self.post(WorkerFailed(self.device, f"{type(exc).__name__}: {exc}"))
             return
-        self.card = _model_card(self.model_dir)
-        self.state = "idle"
-        self.post(WorkerLoaded(self.device, self.model_fps, self.sample_rate, self.image_size,
-                               self.card.scope))
+        self.post(loaded)
         while not self._stop_event.is_set():
             job = self.jobs.take(TAKE_TIMEOUT_S)
             if job is None:
@@ -105,7 +102,7 @@ class ModelWorker(threading.Thread):
             self.reset_peak_memory()
             self.job, self.state = job, "busy"
             try:
-                final = self._run_job(job)
+                final = self.run_job(job)
             finally:
                 self.last_job_peak_memory_bytes = self.peak_memory_bytes()
                 self.last_job_id = job.request_id
@@ -114,6 +111,15 @@ class ModelWorker(threading.Thread):
                 self.post(final)
 
     # ---- loading ------------------------------------------------------------------------
+
+    def load(self) -> WorkerLoaded:
+        """Load the pipeline and the model's card (raises what loading raised); the model's
+        facts for ``hello``. A cluster replica (``v2a_server.serving.replica``) calls it too."""
+        self._load()
+        self.card = _model_card(self.model_dir)
+        self.state = "idle"
+        return WorkerLoaded(self.device, self.model_fps, self.sample_rate, self.image_size,
+                            self.card.scope)
 
     def _load(self) -> None:
         import torch
@@ -170,9 +176,10 @@ class ModelWorker(threading.Thread):
 
     # ---- one job ------------------------------------------------------------------------
 
-    def _run_job(self, job: Job) -> JobResult | JobFailed | None:
-        """Run ``job``; returns its final event for the loop (None: the review thread posts
-        it, once the review data the result carries is ready)."""
+    def run_job(self, job: Job) -> JobResult | JobFailed | None:
+        """Run ``job``; returns its final event for the loop (``JobStarted`` and progress go
+        to ``post`` meanwhile; None: the review thread posts it, once the review data the
+        result carries is ready). A cluster replica runs its jobs through it too."""
         from v2a_server.pipelines import GenerationCancelled, StepProgress
 
         job.started_at = time.monotonic()
