@@ -15,8 +15,11 @@ them, and the baselines: silence (no onsets), chance (as many onsets as A has co
 in time) and "every contact" (onsets at all of A's and B's contacts: a take that ignores the
 region perfectly). The top-level figures are the chosen method's (``DEFAULT_FOCUS_METHOD``).
 
+The region is the focused source's box at every frame (``--box moving``: as a Mask that follows
+it gives) or one box holding it over the whole clip (``--box static``: as a Box drawn once gives).
+
 Usage: OMP_NUM_THREADS=1 python bench/bench_region_focus.py --clips 16 --json OUT
-       [--steps 25] [--threads 1] [--seed 0]
+       [--steps 25] [--threads 1] [--seed 0] [--box moving|static] [--methods mean,still]
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="first clip seed")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--box", choices=("moving", "static"), default="moving")
+    parser.add_argument("--methods", default="", help="comma-separated subset of the ways (default: all)")
     args = parser.parse_args()
 
     import torch
@@ -85,7 +90,11 @@ def main() -> None:
     from v2a_server.synth.two_source import make_two_source_clip
 
     pipe = load_pipeline(args.model)
-    runs = ("none",) + FOCUS_METHODS
+    chosen_methods = tuple(m for m in args.methods.split(",") if m) or FOCUS_METHODS
+    unknown = set(chosen_methods) - set(FOCUS_METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {FOCUS_METHODS}")
+    runs = ("none",) + chosen_methods
     audio_rows: dict[str, list[dict]] = {m: [] for m in runs}
     head_rows: dict[str, list[dict]] = {m: [] for m in runs}
     base_rows: dict[str, list[dict]] = {"silence": [], "chance": [], "every_contact": []}
@@ -96,6 +105,7 @@ def main() -> None:
         clip = pair.clip
         side, other = ("left", "right") if i % 2 == 0 else ("right", "left")
         focused = pair.sources()[side]
+        boxes = focused.boxes if args.box == "moving" else np.repeat([focused.box], len(clip.frames), 0)
         a, b_only = focused.contact_times_s, pair.only_contacts_s(other)
         every = np.sort(np.concatenate([pair.left.contact_times_s, pair.right.contact_times_s]))
         base_rows["silence"].append(score([], a, b_only))
@@ -105,7 +115,7 @@ def main() -> None:
                   "box": [round(v, 4) for v in focused.box], "contacts_s": [round(t, 3) for t in a],
                   "other_only_s": [round(t, 3) for t in b_only], "runs": {}}
         for method in runs:
-            frames = clip.frames if method == "none" else apply_focus(clip.frames, focused.boxes, method)
+            frames = clip.frames if method == "none" else apply_focus(clip.frames, boxes, method)
             out = pipe(frames=frames, frames_fps=clip.fps, duration_s=clip.duration_s,
                        caption=clip.caption, negative_caption=NEGATIVE_CAPTION, seed=i,
                        num_inference_steps=args.steps)
@@ -120,12 +130,12 @@ def main() -> None:
               + ", ".join(f"{m} {record['runs'][m]['f1']:.2f}" for m in runs), flush=True)
 
     methods = {m: {"audio": summarise(audio_rows[m]), "onset_markers": summarise(head_rows[m])} for m in runs}
-    chosen = methods[DEFAULT_FOCUS_METHOD]["audio"]
+    chosen = methods.get(DEFAULT_FOCUS_METHOD, methods[runs[-1]])["audio"]
     result = {
         "settings": {"model": args.model, "clips": args.clips, "steps": args.steps, "sampler": "dpmpp",
                      "threads": args.threads, "first_seed": args.seed, "tolerance_s": TOLERANCE_S,
-                     "device": "cpu", "seconds": round(time.perf_counter() - started, 1)},
-        "method": DEFAULT_FOCUS_METHOD,
+                     "box": args.box, "device": "cpu", "seconds": round(time.perf_counter() - started, 1)},
+        "method": DEFAULT_FOCUS_METHOD if DEFAULT_FOCUS_METHOD in methods else runs[-1],
         "focused_onset_f1": chosen["focused_onset_f1"],
         "other_source_hit_share": chosen["other_source_hit_share"],
         "without_region": methods["none"]["audio"],

@@ -85,7 +85,7 @@ def test_focus_keeps_the_region_and_removes_the_other_sources_motion(pair):
         if method != "blur":  # a blur keeps a smear of the other source's motion: the bench shows it
             outside_other = other_box & ~inside
             motion = np.abs(np.diff(shown.astype(np.int16), axis=0)).max(axis=-1)[outside_other[1:]]
-            assert motion.max() <= (40 if method == "mean" else 0), method
+            assert motion.max() <= (2 if method == "mean" else 0), method  # the mean moves a little
     plate = background_plate(frames)
     assert plate.shape == frames.shape[1:]
 

@@ -3,10 +3,10 @@
 The region is boxes (x, y, w, h as fractions of the frame, origin top left), one for the whole
 clip or keyed in time. ``region_boxes`` gives one box per frame (linear between keys, held before
 the first and after the last); ``apply_focus`` shows the model only the region. The way is chosen
-by measurement (``bench/bench_region_focus.py``, docs/region-focus.md): ``still`` replaces
-everything outside the region by the clip's own background (the per-pixel median over time), so
-motion elsewhere vanishes while the picture stays one the model knows; the other ways are kept
-for the bench.
+by measurement (``bench/bench_region_focus.py``, docs/region-focus.md): ``mean`` paints
+everything outside the region in the frame's mean colour, so motion elsewhere vanishes while the
+picture keeps its overall colour and brightness (black, far from any picture the model saw,
+loses the source too); the other ways are kept for the bench.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FOCUS_METHODS: tuple[str, ...] = ("still", "black", "mean", "blur", "crop")
-DEFAULT_FOCUS_METHOD = "still"
+FOCUS_METHODS: tuple[str, ...] = ("mean", "still", "black", "blur", "crop")
+DEFAULT_FOCUS_METHOD = "mean"
 # Frames sampled for the background plate: the median of more frames barely changes it.
 MEDIAN_MAX_FRAMES = 64
 BLUR_FRACTION = 0.125  # blur kernel side as a fraction of the frame side
@@ -114,9 +114,9 @@ def apply_focus(frames: np.ndarray, boxes: np.ndarray, method: str = DEFAULT_FOC
     Args:
         frames: uint8 RGB [T, H, W, 3].
         boxes: [T, 4] one box per frame (``region_boxes``).
-        method: ``still`` (outside: the clip's background plate), ``black``, ``mean`` (the
-            frame's mean colour), ``blur`` (the frame blurred), ``crop`` (the union box of all
-            frames, cut out; the model's resize scales it up).
+        method: ``mean`` (outside: the frame's mean colour), ``still`` (the clip's background
+            plate: the per-pixel median over time), ``black``, ``blur`` (the frame blurred),
+            ``crop`` (the union box of all frames, cut out; the model's resize scales it up).
     Returns:
         uint8 RGB [T, H', W', 3] (H', W' differ only for ``crop``).
     """
