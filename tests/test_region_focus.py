@@ -96,3 +96,25 @@ def test_unknown_method_and_box_count_are_named(pair):
         apply_focus(frames, pair.left.boxes, "sharpen")
     with pytest.raises(ValueError, match="boxes for"):
         apply_focus(frames, pair.left.boxes[:3], "still")
+
+
+def test_v2a_synth_two_source_writes_each_sources_contacts_and_boxes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "two"
+    done = subprocess.run([sys.executable, "-m", "v2a_server.cli", "synth", "--out", str(out), "--test", "1",
+                           "--duration", "2.0", "--size", "64", "--seed", "4", "--two-source"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    pair = make_two_source_clip(row["seed"], duration_s=2.0, size_px=64)
+    for side, source in pair.sources().items():
+        written = row["sources"][side]
+        np.testing.assert_allclose(written["contacts_s"], source.contact_times_s, atol=1e-6)
+        np.testing.assert_allclose(written["only_contacts_s"], pair.only_contacts_s(side), atol=1e-6)
+        assert len(written["boxes"]) == row["num_frames"] == 50
+    every = sorted(e["time_s"] for e in row["events"])
+    assert sorted(row["sources"]["left"]["contacts_s"] + row["sources"]["right"]["contacts_s"]) == \
+        pytest.approx(every, abs=1e-6)

@@ -116,11 +116,13 @@ def make_two_source_clip(
     duration_s: float = DEFAULT_DURATION_S,
     fps: float = DEFAULT_FPS,
     size_px: int = DEFAULT_SIZE_PX,
+    **clip_kwargs,
 ) -> TwoSourceClip:
     """A clip with two sounding actors on disjoint boxes, fully determined by ``seed``.
 
     Draws ``make_clip`` with two actors from ``TWO_SOURCE_ACTIONS`` until both sound, their
     union boxes do not overlap and each has at least one contact the other has not.
+    ``clip_kwargs``: further ``make_clip`` arguments (``sample_rate``, ``noise_floor_db``).
 
     Raises:
         RuntimeError: no draw in ``MAX_DRAWS`` met those conditions.
@@ -131,7 +133,7 @@ def make_two_source_clip(
         clip_seed = int(draw_rng.integers(2**31))
         try:
             clip = make_clip(clip_seed, duration_s=duration_s, fps=fps, size_px=size_px,
-                             actions=actions, pan=False, flicker=False)
+                             actions=actions, pan=False, flicker=False, **clip_kwargs)
         except RuntimeError:  # no sounding event fitted
             continue
         groups = _group_bodies(clip)
@@ -150,3 +152,14 @@ def make_two_source_clip(
         if len(pair.only_contacts_s("left")) and len(pair.only_contacts_s("right")):
             return pair
     raise RuntimeError(f"seed {seed}: no two-source clip in {MAX_DRAWS} draws")
+
+
+def sources_row(pair: TwoSourceClip) -> dict:
+    """The manifest's ``sources`` of a two-source clip: per side its bodies, contacts, the
+    contacts the other side has not, its box and its box per frame (4 decimals)."""
+    return {side: {"body_ids": list(source.body_ids),
+                   "contacts_s": [round(float(t), 6) for t in source.contact_times_s],
+                   "only_contacts_s": [round(float(t), 6) for t in pair.only_contacts_s(side)],
+                   "box": [round(v, 4) for v in source.box],
+                   "boxes": np.round(source.boxes, 4).tolist()}
+            for side, source in pair.sources().items()}
