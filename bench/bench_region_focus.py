@@ -86,7 +86,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from v2a_server.evaluation.metrics import detect_onsets_waveform
     from v2a_server.model_store import load_pipeline
-    from v2a_server.serving.focus_region import DEFAULT_FOCUS_METHOD, FOCUS_METHODS, apply_focus
+    from v2a_server.serving.focus_region import (
+        DEFAULT_FOCUS_METHOD,
+        FOCUS_METHODS,
+        apply_focus,
+    )
     from v2a_server.synth.two_source import make_two_source_clip
 
     pipe = load_pipeline(args.model)

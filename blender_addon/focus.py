@@ -18,7 +18,6 @@ import json
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, PointerProperty
-
 from foley_protocol.protocol import MAX_FRAME_COUNT
 
 FOCUS_MODES = (

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages, placement
-from .focus import take_region
 from .capture import FrameCapture
+from .focus import take_region
 from .frame_route import ReadyFrames
 
 

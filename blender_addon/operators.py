@@ -66,8 +66,8 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
                                                          self.steps, self.variations)
             try:
                 frames = compat.strip_range(strip)
-                settings.focus_region = focus.request_region(
-                    scene, strip, *frames, sync.scene_rate(scene.render.fps, scene.render.fps_base))
+                scene_fps = sync.scene_rate(scene.render.fps, scene.render.fps_base)
+                settings.focus_region = focus.request_region(scene, strip, *frames, scene_fps)
                 settings.focus_label = focus.describe(settings.focus_region,
                                                       focus.region_source(strip))
                 builder.queue(scene, strip, frames, settings)

@@ -8,10 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
 from foley_protocol.client import FoleyClient, build_generate
 from foley_protocol.protocol import (
-    PROTOCOL_VERSION,
     Message,
     ProtocolError,
     decode,
@@ -19,6 +17,7 @@ from foley_protocol.protocol import (
     for_minor,
     negotiate,
 )
+
 from tests.test_protocol import HELLO_REPLY, router  # noqa: F401  (router: a fixture)
 from tests.test_server import JOB_TIMEOUT_S, movie_source, ready_server, wait_ready
 
@@ -62,7 +61,7 @@ def test_for_minor_refuses_a_region_to_a_server_before_1_6_but_drops_a_nil_one()
     assert for_minor(msg, 6) is msg
 
 
-def test_the_client_refuses_a_region_to_a_1_3_server_before_sending_anything(router):  # noqa: F811
+def test_the_client_refuses_a_region_to_a_1_3_server_before_sending_anything(router):
     sock, endpoint = router
     client = FoleyClient(endpoint, heartbeat_interval_s=0.2)
     received = []

@@ -11,11 +11,17 @@ import pytest
 
 pytest.importorskip("bpy")
 
-import bpy  # noqa: E402
+import bpy
 
-from tests.blender.bpy_helpers import add_movie, addon_module, foley_strips, generate, setup_scene  # noqa: E402
-from tests.blender.clips import write_index_movie  # noqa: E402
-from tests.blender.conftest import REPO, ServerProcess, server_python  # noqa: E402
+from tests.blender.bpy_helpers import (
+    add_movie,
+    addon_module,
+    foley_strips,
+    generate,
+    setup_scene,
+)
+from tests.blender.clips import write_index_movie
+from tests.blender.conftest import REPO, ServerProcess, server_python
 
 FPS = Fraction(25)
 CLIP_FRAMES = 50

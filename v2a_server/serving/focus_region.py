@@ -124,7 +124,7 @@ def apply_focus(frames: np.ndarray, boxes: np.ndarray, method: str = DEFAULT_FOC
         raise ValueError(f"focus method must be one of {FOCUS_METHODS}, got {method!r}")
     if len(boxes) != len(frames):
         raise ValueError(f"{len(boxes)} boxes for {len(frames)} frames")
-    n, height, width, _ = frames.shape
+    _, height, width, _ = frames.shape
     if method == "crop":
         r0, r1, c0, c1 = _pixel_box(stable_crop_box(boxes), height, width)
         return np.ascontiguousarray(frames[:, r0:r1, c0:c1])

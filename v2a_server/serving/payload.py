@@ -4,8 +4,8 @@
 arguments: frames (JPEG/PNG/raw RGB decoded, or read from the movie a loopback client named),
 caption and sampling settings, onset hints as a per-latent-frame array, the audio to keep
 around an inpainted range, and a focus region applied to the frames (``focus_region``: the
-model and the sync review then see the region's motion only). A payload that does not decode raises ``MediaError`` naming the
-protocol field.
+model and the sync review then see the region's motion only). A payload that does not decode
+raises ``MediaError`` naming the protocol field.
 """
 
 from __future__ import annotations

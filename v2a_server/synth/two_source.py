@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from v2a_server.synth.clip import DEFAULT_DURATION_S, DEFAULT_FPS, DEFAULT_SIZE_PX, Clip, make_clip
+from v2a_server.synth.clip import (
+    DEFAULT_DURATION_S,
+    DEFAULT_FPS,
+    DEFAULT_SIZE_PX,
+    Clip,
+    make_clip,
+)
 from v2a_server.synth.render import render_frames
 
 # One lane each: the sources stay apart on screen.
