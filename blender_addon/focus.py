@@ -8,8 +8,9 @@ take, keyed in seconds from the take's first frame. A take records the region it
 with (``FoleyTake.focus_region``, JSON), and Regenerate Range / with Markers send that again.
 
 Mask space (Blender's ``BKE_mask_coord_from_frame``): x and y run 0..1 over the frame's longer
-side, origin bottom left, the shorter side centred; the mask is evaluated through the
-depsgraph at each frame (its shape keys and keyframes), in scene frames.
+side, origin bottom left, the shorter side centred; the mask is evaluated at each frame (its
+shape keys, as the Mask editor's I key makes them), in scene frames. A box is one box for the
+whole take: Blender cannot keyframe a property group on a strip, so a moving source is a Mask.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def _mask_region(scene, mask, first: int, end: int, fps: float) -> dict:
     current = (scene.frame_current, scene.frame_subframe)
     try:
         for frame in frames:
+            # frame_set evaluates every mask's shape keys into the mask itself (Blender 4.2-5.x),
+            # whichever scene is the context's: read the mask, not a depsgraph's copy
             scene.frame_set(frame)
-            evaluated = mask.evaluated_get(bpy.context.evaluated_depsgraph_get())
-            box = mask_bounds(evaluated, size)
+            box = mask_bounds(mask, size)
             if box is not None:
                 boxes.append(box)
                 times.append(round((frame - first) / fps, 6))
