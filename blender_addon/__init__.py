@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 _MODULES = ("properties", "preferences", "operators", "take_operators", "ui", "lifecycle",
-            "review_operators", "review_hits", "review_ui")
+            "review_operators", "review_hits", "review_ui", "focus")
 
 
 def _submodules():

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import messages, placement
 from .capture import FrameCapture
+from .focus import take_region
 from .frame_route import ReadyFrames
 
 
@@ -59,6 +60,8 @@ class GenerateSettings:
     sampler: str
     variations: int
     onset_hints_s: list[float] | None = None
+    focus_region: dict | None = None  # the request's focus_region (focus.py); None: whole frame
+    focus_label: str = ""  # the region in words, for the take's record ("mask Ball: 50 frames")
 
     @classmethod
     def from_preferences(cls, prefs, caption: str, seed: int = -1, steps: int = -1,
@@ -77,7 +80,8 @@ class GenerateSettings:
         return cls(caption=caption or take.caption, negative_caption=take.negative_caption,
                    seed=_optional(seed, 0), steps=take.steps or default_steps or None,
                    guidance=_optional(take.guidance, 1.0), sampler=take.sampler or prefs.sampler,
-                   variations=variations, onset_hints_s=onset_hints_s)
+                   variations=variations, onset_hints_s=onset_hints_s,
+                   focus_region=take_region(take), focus_label=take.focus_label)
 
 
 @dataclass

@@ -226,7 +226,7 @@ class JobManager:
                 negative_caption=s.negative_caption, seed=s.seed, steps=s.steps,
                 guidance=s.guidance, sampler=s.sampler, variations=s.variations,
                 sync_picture_frame_rate=job.snapshot.scene_fps,
-                onset_hints_s=s.onset_hints_s,
+                onset_hints_s=s.onset_hints_s, focus_region=s.focus_region,
                 timeout_s=job.job_timeout_s, **inpaint)
         except (ProtocolError, ValueError) as exc:
             self._end(job, JobState.FAILED, messages.refused_before_sending(exc), "ERROR")

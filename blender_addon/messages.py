@@ -110,6 +110,9 @@ def server_error(body: dict) -> str:
 
 
 def refused_before_sending(exc: Exception) -> str:
+    if getattr(exc, "field", None) == "body.focus_region":  # never a silent whole-frame take
+        return ("This server cannot follow a focus region (it needs protocol 1.6): nothing was "
+                "sent. Update the server, or clear the strip's focus to use the whole frame")
     return f"The request was refused before sending: {exc}"
 
 

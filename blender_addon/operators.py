@@ -7,7 +7,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from foley_protocol.protocol import MAX_STEPS, MAX_VARIATIONS
 
-from . import compat, jobs
+from . import compat, focus, jobs, sync
 from .job_request import GenerateSettings, RequestBuilder, RequestError
 from .preferences import get_preferences
 
@@ -65,8 +65,13 @@ class SEQUENCER_OT_foley_generate(bpy.types.Operator):
             settings = GenerateSettings.from_preferences(builder.prefs, caption, self.seed,
                                                          self.steps, self.variations)
             try:
-                builder.queue(scene, strip, compat.strip_range(strip), settings)
-            except RequestError as exc:
+                frames = compat.strip_range(strip)
+                scene_fps = sync.scene_rate(scene.render.fps, scene.render.fps_base)
+                settings.focus_region = focus.request_region(scene, strip, *frames, scene_fps)
+                settings.focus_label = focus.describe(settings.focus_region,
+                                                      focus.region_source(strip))
+                builder.queue(scene, strip, frames, settings)
+            except (RequestError, focus.FocusError) as exc:
                 problems.append(str(exc))
                 continue
             if not caption.strip():

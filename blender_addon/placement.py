@@ -18,6 +18,7 @@ import numpy as np
 from foley_protocol.client import wav_bytes
 
 from . import compat, files, markers, media, review, sync
+from .focus import record_region
 
 
 @dataclass
@@ -255,6 +256,7 @@ def add_take_record(record, *, take_id: str, number: int, filepath: str, result:
         onset = take.onsets.add()
         onset.time_s, onset.probability = float(time_s), float(probability)
     take.hinted = bool(settings.onset_hints_s)
+    record_region(take, settings.focus_region, settings.focus_label)
     levels = result.get("audio_levels") or []  # from 1.2 servers
     if variation < len(levels):
         take.near_silent = bool(levels[variation]["near_silent"])

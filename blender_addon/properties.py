@@ -45,6 +45,7 @@ from foley_protocol.protocol import MAX_CAPTION_CHARS
 
 from . import compat
 from .compat import STRIP_TYPE
+from .focus import FoleyFocus
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,11 @@ class FoleyTake(bpy.types.PropertyGroup):
                                 "100 ms, dBFS (0 when the server did not say)")
     server_warnings: StringProperty(name="Server Warnings",
                                     description="What the server warned of this result")
+    # The focus region it was made with (focus.py; JSON of the request's focus_region).
+    focus_region: StringProperty(name="Focus Region",
+                                 description="The region of the picture the take followed "
+                                 "(empty: the whole frame); Regenerate sends it again")
+    focus_label: StringProperty(name="Focus", description="The focus region in words")
 
     @property
     def is_range(self) -> bool:
@@ -186,6 +192,8 @@ class FoleyStripSettings(bpy.types.PropertyGroup):
                              description="The take this strip plays (its markers are shown)")
     take_index: IntProperty(name="Selected Take", min=0,
                             description="The take highlighted in the list (audition, delete)")
+    focus: PointerProperty(type=FoleyFocus, name="Focus",
+                           description="The part of the picture a new take follows")
 
 
 class FoleySceneSettings(bpy.types.PropertyGroup):
@@ -204,7 +212,7 @@ class FoleySceneSettings(bpy.types.PropertyGroup):
                                     description="Audition stops this long after the onset")
 
 
-classes = (FoleyOnset, FoleyEvent, FoleyReviewMarker, FoleyTake, FoleyStripSettings,
+classes = (FoleyFocus, FoleyOnset, FoleyEvent, FoleyReviewMarker, FoleyTake, FoleyStripSettings,
            FoleySceneSettings)
 
 

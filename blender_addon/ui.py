@@ -6,7 +6,7 @@ import textwrap
 
 import bpy
 
-from . import compat, jobs, messages, takes
+from . import compat, focus, jobs, messages, takes
 
 
 class SequencerFoleyPanel:
@@ -35,6 +35,7 @@ class SEQUENCER_PT_foley(SequencerFoleyPanel, bpy.types.Panel):
             col = layout.column(align=True)
             col.label(text=f"{strip.name}", icon="SEQUENCE")
             col.prop(strip.foley, "caption", text="")
+            focus.draw_focus(layout, strip)
             # computed by the job loop when something changed (it stats files, walks curves)
             route = jobs.manager().routes.get(scene, strip)
             if route:
@@ -178,6 +179,8 @@ class SEQUENCER_PT_foley_takes(SequencerFoleyPanel, bpy.types.Panel):
         if take.is_range:
             col.label(text=f"Range {take_range_text(take)} redone from {take.based_on}")
         col.label(text=f"Markers: {take.marker_tag}* · {take.created}")
+        col.label(text=f"Focus: {take.focus_label or 'whole frame'}",
+                  icon="SELECT_SET" if take.focus_label else "NONE")
         if take.near_silent:
             warn = layout.column(align=True)
             warn.alert = True

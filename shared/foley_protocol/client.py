@@ -63,7 +63,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field as dataclass_field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import zmq
 import zmq.utils.monitor
@@ -162,6 +162,7 @@ def build_generate(
     inpaint_range_s: tuple[float, float] | None = None,
     audio_format: str = "pcm_f32le",
     sync_picture_frame_rate: float | None = None,
+    focus_region: Mapping[str, Any] | None = None,
 ) -> Message:
     """The ``generate`` request (validated by ``encode`` when sent).
 
@@ -188,6 +189,10 @@ def build_generate(
         audio_format: "pcm_f32le" (default; no decoder needed) or "flac".
         sync_picture_frame_rate: ask for one PNG sync picture per take, flagging onsets more
             than one frame of this timeline rate (frames/s) from the nearest motion event.
+        focus_region: the sound's source on screen, ``{"boxes": [[x, y, w, h], ...],
+            "times_s": [...]}`` (fractions of the frame, origin top left; ``times_s``, one per
+            box from the first frame, only with several boxes). A server older than 1.6 cannot
+            honour it: sending it there raises ``ProtocolError unsupported_version``.
     """
     buffers: list[Any] = []
     if frame_encoding == "rgb24":
@@ -220,6 +225,10 @@ def build_generate(
         body["onset_hints_s"] = [float(t) for t in onset_hints_s]
     if sync_picture_frame_rate is not None:
         body["sync_picture"] = {"frame_rate": float(sync_picture_frame_rate)}
+    if focus_region is not None:
+        body["focus_region"] = {"boxes": [[float(v) for v in box] for box in focus_region["boxes"]]}
+        if focus_region.get("times_s") is not None:
+            body["focus_region"]["times_s"] = [float(t) for t in focus_region["times_s"]]
     if inpaint_audio is not None:
         if inpaint_range_s is None or inpaint_sample_rate is None:
             raise ValueError("inpaint_audio needs inpaint_range_s and inpaint_sample_rate")

@@ -49,7 +49,7 @@ import msgpack
 # type, field or value is an error naming it); peers agree on one in hello (``negotiate``) and
 # send nothing newer (``for_minor``). What each minor added: ``MINOR_ADDITIONS``.
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 5  # the highest minor of PROTOCOL_VERSION this code speaks
+PROTOCOL_MINOR = 6  # the highest minor of PROTOCOL_VERSION this code speaks
 SUPPORTED_VERSIONS = (1,)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -332,6 +332,16 @@ REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
             "frame_rate": Field("float", lo=0.0, lo_open=True, hi=MAX_FPS,
                                 doc="the caller's timeline rate: offsets > 1 frame are flagged"),
         }, doc="ask for one PNG sync picture per take in the result"),
+        "focus_region": Field("object", required=False, nullable=True, fields={
+            "boxes": Field("list", min_len=1, max_len=MAX_FRAME_COUNT,
+                           item=Field("list", min_len=4, max_len=4,
+                                      item=Field("float", lo=0.0, hi=1.0)),
+                           doc="[x, y, w, h] fractions of the frame, origin top left"),
+            "times_s": Field("list", required=False, max_len=MAX_FRAME_COUNT,
+                             item=Field("float", lo=0.0, hi=MAX_DURATION_S),
+                             doc="one ascending key time per box (s from the first frame); "
+                             "absent: one box for the whole clip"),
+        }, doc="the sound's source on screen: the take follows its motion only"),
     },
     "cancel": {"request_id": Field("id")},
     "fetch": {"request_id": Field("id", doc="the generate request whose final reply is wanted")},
@@ -583,7 +593,15 @@ MINOR_ADDITIONS: dict[int, tuple[str, ...]] = {
         "progress.stage=requeued", "error.code=worker_lost",
         "status_reply.workers.node", "status_reply.workers.pid",
     ),
+    6: (
+        # a focus region: the take follows the marked source's motion only
+        "generate.focus_region",
+    ),
 }
+# Optional fields that change what a request means: ``for_minor`` refuses them to an older
+# peer instead of leaving them out (without its region a take would silently follow the
+# whole frame).
+NEVER_LEFT_OUT: frozenset[str] = frozenset({"generate.focus_region"})
 
 # --------------------------------------------------------------------------------------------
 # Messages
@@ -765,7 +783,8 @@ def for_minor(message: Message, minor: int) -> Message:
             what = f"{path} {value!r}" if value else f"the field {path}"
             return refuse(what, f"body.{path}", _added_in(entry))
 
-        body = _without(body, schemas[mtype], parents, name, value, refuse_entry)
+        body = _without(body, schemas[mtype], parents, name, value, refuse_entry,
+                        entry in NEVER_LEFT_OUT)
     return message if body is message.body else Message(
         message.type, body, message.id, message.parent, message.buffers, message.version)
 
@@ -775,13 +794,14 @@ def _added_in(entry: str) -> str:
 
 
 def _without(holder: Any, fields: Mapping[str, Field], parents: list[str], name: str,
-             value: str, refuse) -> Any:
+             value: str, refuse, never_left_out: bool = False) -> Any:
     """``holder`` without the optional field ``parents...name`` (in every item of a list on
     the way); only the maps and lists on the way are copied, and only where something goes.
     With ``value``: unchanged, but ``refuse()`` is raised where the field has that value; a
-    required field is refused likewise."""
+    required field, or one ``never_left_out`` that is set (not nil), is refused likewise."""
     if isinstance(holder, list):
-        items = [_without(item, fields, parents, name, value, refuse) for item in holder]
+        items = [_without(item, fields, parents, name, value, refuse, never_left_out)
+                 for item in holder]
         return holder if all(a is b for a, b in zip(items, holder)) else items
     if not isinstance(holder, dict):
         return holder
@@ -791,7 +811,8 @@ def _without(holder: Any, fields: Mapping[str, Field], parents: list[str], name:
             return holder
         spec = fields[key]
         inner = spec.fields if spec.fields is not None else spec.item.fields  # type: ignore
-        child = _without(holder[key], inner or {}, parents[1:], name, value, refuse)
+        child = _without(holder[key], inner or {}, parents[1:], name, value, refuse,
+                         never_left_out)
         return holder if child is holder[key] else {**holder, key: child}
     if name not in holder:
         return holder
@@ -799,7 +820,7 @@ def _without(holder: Any, fields: Mapping[str, Field], parents: list[str], name:
         if holder[name] == value:
             raise refuse()
         return holder
-    if fields[name].required:
+    if fields[name].required or (never_left_out and holder[name] is not None):
         raise refuse()
     return {key: item for key, item in holder.items() if key != name}
 
@@ -1234,6 +1255,32 @@ def _check_generate_buffers(body: dict[str, Any], claim, request_id: str) -> Non
             raise ProtocolError("too_large", f"inpaint audio has {inpaint['samples']} samples, "
                                 f"more than duration_s + 1 s at {inpaint['sample_rate']} Hz",
                                 "body.inpaint.samples", request_id)
+    if body.get("focus_region") is not None:
+        _check_focus_region(body["focus_region"], request_id)
+
+
+def _check_focus_region(region: dict[str, Any], request_id: str) -> None:
+    """Boxes inside the frame, and one ascending key time per box (or one box, no times)."""
+    boxes, times = region["boxes"], region.get("times_s")
+    for i, (x, y, w, h) in enumerate(boxes):
+        if not (x < 1.0 and y < 1.0 and w > 0.0 and h > 0.0 and x + w <= 1.0 + 1e-6
+                and y + h <= 1.0 + 1e-6):
+            raise ProtocolError("out_of_range", f"focus box {[x, y, w, h]} must lie inside the "
+                                "frame: x, y < 1, w, h > 0, x + w <= 1, y + h <= 1",
+                                f"body.focus_region.boxes[{i}]", request_id)
+    if times is None:
+        if len(boxes) != 1:
+            raise ProtocolError("out_of_range", f"{len(boxes)} focus boxes need times_s (one "
+                                "per box)", "body.focus_region.times_s", request_id)
+        return
+    if len(times) != len(boxes):
+        raise ProtocolError("out_of_range", f"{len(times)} times_s for {len(boxes)} focus "
+                            "boxes", "body.focus_region.times_s", request_id)
+    for i in range(1, len(times)):
+        if not times[i] > times[i - 1]:
+            raise ProtocolError("out_of_range", "focus_region.times_s must be strictly "
+                                f"ascending; [{i}] = {times[i]} follows {times[i - 1]}",
+                                f"body.focus_region.times_s[{i}]", request_id)
 
 
 def _is_int(value: Any) -> bool:

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-floor-db", type=float, default=-60.0, help="background noise RMS in dBFS")
     parser.add_argument("--float-wav", action="store_true", help="write 32-bit float wav instead of PCM_16")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (1 = simple loop)")
+    parser.add_argument("--two-source", action="store_true",
+                        help="two sounding sources side by side per clip; the manifest also "
+                        "gives each source's contacts and box per frame (region-focus test set)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             wav_subtype="FLOAT" if args.float_wav else "PCM_16",
             workers=args.workers,
             progress=progress,
+            two_source=args.two_source,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

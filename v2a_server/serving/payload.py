@@ -2,9 +2,10 @@
 
 ``prepare_inputs`` turns a validated ``generate`` body and its raw buffers into ``pipe(...)``
 arguments: frames (JPEG/PNG/raw RGB decoded, or read from the movie a loopback client named),
-caption and sampling settings, onset hints as a per-latent-frame array, and the audio to keep
-around an inpainted range. A payload that does not decode raises ``MediaError`` naming the
-protocol field.
+caption and sampling settings, onset hints as a per-latent-frame array, the audio to keep
+around an inpainted range, and a focus region applied to the frames (``focus_region``: the
+model and the sync review then see the region's motion only). A payload that does not decode
+raises ``MediaError`` naming the protocol field.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from foley_protocol.protocol import INPAINT_MARGIN_S, MAX_FRAME_SIDE_PX, MAX_RAW_FRAMES_BYTES
+from v2a_server.serving.focus_region import focused_frames
 from v2a_server.serving.source_frames import read_source_frames
 
 
@@ -103,6 +105,8 @@ def prepare_inputs(pipe: Any, body: dict[str, Any], buffers: list[Any],
     duration_s = float(body["duration_s"])
     if frames is None:
         frames = decode_frames(body["frames"], buffers)
+    if body.get("focus_region") is not None:
+        frames = focused_frames(frames, body["focus_region"], float(body["frames"]["fps"]))
     kwargs: dict[str, Any] = {
         "frames": frames,
         "frames_fps": float(body["frames"]["fps"]),

@@ -6,7 +6,8 @@ motion that makes no sound (sliding, floating, camera pan, flicker). Everything 
 
 Modules, one idea each: ``materials`` (what wood/metal/... sound and look like), ``physics``
 (piecewise-parabolic trajectories), ``scene`` (actors, events, captions), ``render`` (numpy
-frames), ``modal`` (impact sounds), ``clip`` (``make_clip``), ``dataset`` (mp4/wav/manifest).
+frames), ``modal`` (impact sounds), ``clip`` (``make_clip``), ``dataset`` (mp4/wav/manifest),
+``two_source`` (two sources side by side with their contacts and boxes: region focus).
 """
 
 from v2a_server.synth.clip import Clip, make_clip

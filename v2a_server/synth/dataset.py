@@ -159,14 +159,28 @@ def manifest_row(clip: Clip, clip_id: str, split: str, video: str, audio: str) -
 
 
 def _write_one(job: tuple) -> dict:
-    out_dir, split, seed, clip_kwargs, wav_subtype = job
-    clip = make_clip(seed, **clip_kwargs)
+    out_dir, split, seed, clip_kwargs, wav_subtype, two_source = job
+    pair = None
+    if two_source:
+        from v2a_server.synth.two_source import make_two_source_clip
+
+        pair = make_two_source_clip(seed, **clip_kwargs)
+        clip = pair.clip
+    else:
+        clip = make_clip(seed, **clip_kwargs)
     clip_id = f"synth_{seed}"
     video = f"{split}/{clip_id}.mp4"
     audio = f"{split}/{clip_id}.wav"
     write_mp4(Path(out_dir) / video, clip.frames, clip.fps)
     write_wav(Path(out_dir) / audio, clip.audio, clip.sample_rate, wav_subtype)
-    return manifest_row(clip, clip_id, split, video, audio)
+    row = manifest_row(clip, clip_id, split, video, audio)
+    if pair is not None:
+        from v2a_server.synth.two_source import sources_row
+
+        # ``seed`` reproduces the pair (make_two_source_clip); the clip drawn for it had its own
+        row["seed"], row["clip_seed"] = seed, clip.seed
+        row["sources"] = sources_row(pair)
+    return row
 
 
 def write_dataset(
@@ -182,6 +196,7 @@ def write_dataset(
     wav_subtype: str = "PCM_16",
     workers: int = 1,
     progress: Callable[[int, int, dict], None] | None = None,
+    two_source: bool = False,
 ) -> Path:
     """Generate and write a dataset: ``out_dir/manifest.jsonl`` and ``out_dir/{split}/*.mp4|*.wav``.
 
@@ -193,6 +208,8 @@ def write_dataset(
         wav_subtype: soundfile subtype, "PCM_16" or "FLOAT".
         workers: processes (1 = a plain loop in this process). Rows come out in the same order.
         progress: optional callback(done, total, row) after each clip.
+        two_source: two-source clips (``two_source.make_two_source_clip``) whose rows also
+            hold ``sources``: each side's contacts and boxes (the region-focus test set).
     Returns:
         Path of the manifest.
     """
@@ -212,7 +229,8 @@ def write_dataset(
         noise_floor_db=noise_floor_db,
     )
     jobs = [
-        (str(out), split, seed, clip_kwargs, wav_subtype) for split, _, seed in clip_seeds(base_seed, counts)
+        (str(out), split, seed, clip_kwargs, wav_subtype, two_source)
+        for split, _, seed in clip_seeds(base_seed, counts)
     ]
     for split in SPLITS:
         if counts.get(split, 0):
