@@ -116,8 +116,8 @@ class ChaosClient:
                 job.awaiting_fetch = True  # ask again on the next connection
             return
         job = self.by_request.get(event.request_id)
-        if job is None or not event.final:
-            return
+        if job is None or not event.final or event.type == "review":
+            return  # a review (1.4) follows a take placed already
         if event.type == "result":
             self.received[event.request_id] += 1
             if job.placed:

@@ -501,7 +501,7 @@ class FoleyServer:
     def _fetch_review(self, identity: bytes, owner: str, job_id: str, takes: int) -> None:
         """After a fetched result that said ``review_follows``: its review, from the spool, or
         when it is ready (it is being computed), or a review that says it was lost."""
-        spooled = (owner, review_spool_id(job_id))
+        spooled = review_spool_key(owner, job_id)
         review = self.spool.get(*spooled)
         if review is not None:
             self._send(identity, review, final_of=spooled, spooled=spooled)
@@ -635,14 +635,13 @@ class FoleyServer:
             self.reviews.put((owner, job.request_id), event.done.result().pictures)
         review = Message("review", body, parent=job.request_id, buffers=buffers)
         spooled = None
-        if job.owner is not None and self.spool.put(job.owner, review_spool_id(job.request_id),
-                                                    review):
-            spooled = (job.owner, review_spool_id(job.request_id))
+        if job.owner is not None and self.spool.put(*review_spool_key(job.owner,
+                                                                      job.request_id), review):
+            spooled = review_spool_key(job.owner, job.request_id)
         client = self.clients.get(job.client)
         if client is not None and client.reply_minor < REVIEW_MINOR:
             return  # the key's new connection speaks an older minor: it may fetch later
-        self._send(job.client, review, final_of=(job.owner, review_spool_id(job.request_id)),
-                   spooled=spooled)
+        self._send(job.client, review, final_of=(job.owner, job.request_id), spooled=spooled)
 
     def _is_active(self, job: Job) -> bool:
         client = self.clients.get(job.client)
@@ -811,6 +810,8 @@ class FoleyServer:
                 outbox.add(Waiting(None, size, final_of=job_id, spooled=spooled))
             else:  # a client without a key: the spool holds it only until it is sent
                 owner = connection_owner(identity)
+                if message.type == "review":  # beside its result, which may wait there too
+                    owner = review_spool_key(owner, job_id)[0]
                 if self.spool.put(owner, job_id, message):
                     outbox.add(Waiting(None, size, final_of=job_id, spooled=(owner, job_id),
                                        drop_spooled=True))
@@ -924,9 +925,10 @@ def review_owner_of(job: Job) -> str:
     return job.owner or connection_owner(job.client)
 
 
-def review_spool_id(job_id: str) -> str:
-    """The spool id of a job's review ("/" is in no request id: no clash with a job's)."""
-    return f"{job_id}/review"
+def review_spool_key(owner: str, job_id: str) -> tuple[str, str]:
+    """Where a job's review waits in the spool: its own owner ("/" is in no client key), so
+    that the owner's entries are its final replies only."""
+    return f"{owner}/review", job_id
 
 
 def _redraw_reply(event: Redrawn) -> Message:
