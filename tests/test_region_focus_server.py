@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from foley_protocol.client import FoleyClient, build_generate
 from foley_protocol.protocol import (
+    PROTOCOL_MINOR,
     Message,
     ProtocolError,
     decode,
@@ -135,7 +136,7 @@ def test_both_frame_routes_apply_the_region_and_the_review_follows_it(server, tw
                   sync_picture_frame_rate=8.0, timeout_s=JOB_TIMEOUT_S)
     with FoleyClient(server.endpoint, client_name="region") as client:
         wait_ready(client, 60.0)
-        assert client.protocol_minor == 6
+        assert client.protocol_minor == PROTOCOL_MINOR
         motions = {}
         for name, region in (("none", None), ("left", left), ("right", right)):
             by_pixels = client.generate_blocking(np.ascontiguousarray(pixels), focus_region=region, **kwargs)
