@@ -43,16 +43,16 @@ DURATION_S = 0.5  # seconds of audio per job: the tiny model's CPU time per step
 def loopback_env() -> None:
     """Ray on 127.0.0.1 only (it reads the first variable when imported); workers import this
     checkout."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from v2a_server.serving.ray_engine import loopback_environment
+
+    loopback_environment()
     paths = [str(REPO), str(REPO / "shared"), *filter(None, os.environ.get(
         "PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
-loopback_env()
 sys.path[:0] = [str(REPO), str(REPO / "shared")]
+loopback_env()
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402

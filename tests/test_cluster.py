@@ -28,9 +28,9 @@ def loopback_env() -> None:
     """Keep every Ray process of this test on 127.0.0.1 (Ray 2.60 otherwise rewrites it to
     the machine's external address; it reads this variable when imported), with no usage
     reporting and no auth token on loopback; and let the Ray workers import this checkout."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from v2a_server.serving.ray_engine import loopback_environment
+
+    loopback_environment()
     paths = [str(REPO), str(REPO / "shared"), *filter(None, os.environ.get(
         "PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
