@@ -9,8 +9,10 @@ with (``FoleyTake.focus_region``, JSON), and Regenerate Range / with Markers sen
 
 Mask space (Blender's ``BKE_mask_coord_from_frame``): x and y run 0..1 over the frame's longer
 side, origin bottom left, the shorter side centred; the mask is evaluated at each frame (its
-shape keys, as the Mask editor's I key makes them), in scene frames. A box is one box for the
-whole take: Blender cannot keyframe a property group on a strip, so a moving source is a Mask.
+shape keys, as the Mask editor's I key makes them), in scene frames. The box is the strip's
+own ``foley_focus_box`` (left, top, width, height), not a field of ``FoleyFocus``: Blender keys
+a strip's own properties but cannot make an animation path into a property group on a strip.
+A box keyed over time (I over its fields) is sent like a mask, one box per frame.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from __future__ import annotations
 import json
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, PointerProperty
+from bpy.props import EnumProperty, FloatVectorProperty, PointerProperty
 from foley_protocol.protocol import MAX_FRAME_COUNT
+
+from .compat import STRIP_TYPE
 
 FOCUS_MODES = (
     ("NONE", "Whole Frame", "The take follows all the motion in the picture"),
@@ -27,6 +31,8 @@ FOCUS_MODES = (
     ("MASK", "Mask", "The take follows the motion inside a Mask's bounds, frame by frame"),
 )
 MIN_SIDE = 1e-3  # a box narrower than this (a mask of one point) is widened to it
+BOX_PROPERTY = "foley_focus_box"  # on the strip itself, so that it can be keyed
+BOX_FIELDS = ("Left", "Top", "Width", "Height")
 
 
 class FocusError(ValueError):
@@ -42,15 +48,6 @@ class FoleyFocus(bpy.types.PropertyGroup):
 
     mode: EnumProperty(name="Focus", items=FOCUS_MODES, default="NONE",
                        description="What part of the picture the take follows")
-    box_left: FloatProperty(name="Left", min=0.0, max=0.999, default=0.25, subtype="FACTOR",
-                            description="Left edge, fraction of the frame's width")
-    box_top: FloatProperty(name="Top", min=0.0, max=0.999, default=0.25, subtype="FACTOR",
-                           description="Top edge, fraction of the frame's height from the top")
-    box_width: FloatProperty(name="Width", min=MIN_SIDE, max=1.0, default=0.5, subtype="FACTOR",
-                             description="Width, fraction of the frame's width")
-    box_height: FloatProperty(name="Height", min=MIN_SIDE, max=1.0, default=0.5,
-                              subtype="FACTOR",
-                              description="Height, fraction of the frame's height")
     mask: PointerProperty(name="Mask", type=bpy.types.Mask, poll=_mask_poll,
                           description="A Mask drawn over the picture and animated to follow "
                           "the source (its bounds are used, frame by frame)")
@@ -107,12 +104,31 @@ def mask_bounds(mask, frame_size: tuple[float, float]) -> list[float] | None:
     return box_from_bounds(min(xs), min(ys), max(xs), max(ys))
 
 
-def _mask_region(scene, mask, first: int, end: int, fps: float) -> dict:
-    """The mask's bounds at every frame of [first, end), keyed in seconds from ``first``."""
+def strip_box(strip) -> list[float] | None:
+    """The strip's focus box as it is now, on the wire ([x, y, w, h], origin top left)."""
+    left, top, width, height = getattr(strip, BOX_PROPERTY)
+    return box_from_bounds(left, 1.0 - top - height, left + width, 1.0 - top)
+
+
+def box_is_keyed(scene, strip) -> bool:
+    """True when the strip's focus box has an animation curve in the scene's action."""
+    animation = scene.animation_data
+    if animation is None or animation.action is None:
+        return False
+    from bpy_extras import anim_utils  # slotted actions: 4.4+, the only way in 5.0
+
+    channels = anim_utils.action_get_channelbag_for_slot(animation.action,
+                                                         animation.action_slot)
+    path = strip.path_from_id(BOX_PROPERTY)
+    return channels is not None and any(curve.data_path == path for curve in channels.fcurves)
+
+
+def _region_per_frame(scene, read_box, first: int, end: int, fps: float) -> dict:
+    """``read_box()`` at every frame of [first, end), keyed in seconds from ``first``; frames
+    where it returns None (outside the frame) are left out."""
     frames = list(range(first, end))
     step = max(1, -(-len(frames) // MAX_FRAME_COUNT))  # the protocol's key limit
     frames = frames[::step]
-    size = _frame_size(scene)
     boxes, times = [], []
     current = (scene.frame_current, scene.frame_subframe)
     try:
@@ -120,16 +136,13 @@ def _mask_region(scene, mask, first: int, end: int, fps: float) -> dict:
             # frame_set evaluates every mask's shape keys into the mask itself (Blender 4.2-5.x),
             # whichever scene is the context's: read the mask, not a depsgraph's copy
             scene.frame_set(frame)
-            box = mask_bounds(mask, size)
+            box = read_box()
             if box is not None:
                 boxes.append(box)
                 times.append(round((frame - first) / fps, 6))
     finally:
         scene.frame_set(current[0], subframe=current[1])
-    if not boxes:
-        raise FocusError(f"The focus mask {mask.name!r} has no points inside the frame over "
-                         f"frames {first}–{end - 1}")
-    if len(boxes) == 1:
+    if len(boxes) <= 1:
         return {"boxes": boxes}
     return {"boxes": boxes, "times_s": times}
 
@@ -143,13 +156,22 @@ def request_region(scene, strip, first: int, end: int, fps: float) -> dict | Non
     """
     focus = strip.foley.focus
     if focus.mode == "BOX":
-        box = box_from_bounds(focus.box_left, 1.0 - focus.box_top - focus.box_height,
-                              focus.box_left + focus.box_width, 1.0 - focus.box_top)
-        if box is None:
-            raise FocusError(f"The focus box of {strip.name!r} is outside the frame")
-        return {"boxes": [box]}
+        if box_is_keyed(scene, strip):
+            region = _region_per_frame(scene, lambda: strip_box(strip), first, end, fps)
+        else:
+            box = strip_box(strip)
+            region = {"boxes": [box] if box is not None else []}
+        if not region["boxes"]:
+            raise FocusError(f"The focus box of {strip.name!r} is outside the frame over "
+                             f"frames {first}–{end - 1}")
+        return region
     if focus.mode == "MASK" and focus.mask is not None:
-        return _mask_region(scene, focus.mask, first, end, fps)
+        mask, size = focus.mask, _frame_size(scene)
+        region = _region_per_frame(scene, lambda: mask_bounds(mask, size), first, end, fps)
+        if not region["boxes"]:
+            raise FocusError(f"The focus mask {mask.name!r} has no points inside the frame over "
+                             f"frames {first}–{end - 1}")
+        return region
     return None
 
 
@@ -217,12 +239,10 @@ def draw_focus(layout, strip) -> None:
         row.operator("sequencer.foley_clear_focus", text="", icon="X")
     if focus.mode == "BOX":
         col = layout.column(align=True)
-        row = col.row(align=True)
-        row.prop(focus, "box_left")
-        row.prop(focus, "box_top")
-        row = col.row(align=True)
-        row.prop(focus, "box_width")
-        row.prop(focus, "box_height")
+        for first in (0, 2):  # left, top / width, height; each can be keyed (I over it)
+            row = col.row(align=True)
+            for index in (first, first + 1):
+                row.prop(strip, BOX_PROPERTY, index=index, text=BOX_FIELDS[index])
     elif focus.mode == "MASK":
         layout.prop(focus, "mask")
         if focus.mask is None:
@@ -230,4 +250,17 @@ def draw_focus(layout, strip) -> None:
 
 
 classes = (SEQUENCER_OT_foley_clear_focus,)
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    setattr(STRIP_TYPE, BOX_PROPERTY, FloatVectorProperty(
+        name="Focus Box", size=4, min=0.0, max=1.0, default=(0.25, 0.25, 0.5, 0.5),
+        description="Where the sound's source is: left, top, width, height as fractions of "
+        "the frame (origin top left); key it to follow a moving source"))
+
+
+def unregister() -> None:
+    delattr(STRIP_TYPE, BOX_PROPERTY)
+    _unregister_classes()

@@ -100,10 +100,21 @@ def test_an_animated_mask_gives_its_bounds_at_every_frame_of_the_strip(project, 
 
     # A box is one box; a mask hidden from render, or gone, is the editor's to fix.
     movie.foley.focus.mode = "BOX"
-    movie.foley.focus.box_left, movie.foley.focus.box_top = 0.1, 0.2
-    movie.foley.focus.box_width, movie.foley.focus.box_height = 0.3, 0.4
-    assert focus.request_region(scene, movie, 10, 60, 25.0)["boxes"] == [
-        pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-6)]
+    movie.foley_focus_box = (0.1, 0.2, 0.3, 0.4)
+    assert focus.request_region(scene, movie, 10, 60, 25.0) == {
+        "boxes": [pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-6)]}
+    # Keyed (I over its fields): one box per frame, Blender's interpolation between the keys.
+    movie.keyframe_insert(focus.BOX_PROPERTY, frame=10)
+    movie.foley_focus_box = (0.5, 0.4, 0.3, 0.4)
+    movie.keyframe_insert(focus.BOX_PROPERTY, frame=60)
+    assert focus.box_is_keyed(scene, movie)
+    keyed = focus.request_region(scene, movie, 10, 60, 25.0)
+    assert len(keyed["boxes"]) == 50 and keyed["times_s"][1] == pytest.approx(0.04)
+    assert keyed["boxes"][0] == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-5)
+    assert keyed["boxes"][-1][0] == pytest.approx(0.1 + 0.4 * 49 / 50, abs=0.03)  # eased
+    lefts = [box[0] for box in keyed["boxes"]]
+    assert lefts == sorted(lefts) and lefts[-1] > lefts[0] + 0.3
+    assert scene.frame_current == 3  # the editor's frame is put back
     movie.foley.focus.mode = "MASK"
     mask.layers[0].hide_render = True
     with pytest.raises(focus.FocusError, match="no points"):
@@ -226,7 +237,7 @@ def test_the_panel_shows_the_focus_and_clears_it_in_one_click(project, clip_dir)
     shown.clear()
     focus.draw_focus(_RecordingLayout(shown), movie)
     assert ("operator", "sequencer.foley_clear_focus") in shown
-    assert {("prop", n) for n in ("box_left", "box_top", "box_width", "box_height")} <= set(shown)
+    assert shown.count(("prop", "foley_focus_box")) == 4  # left, top, width, height
     movie.foley.focus.mode = "MASK"
     shown.clear()
     focus.draw_focus(_RecordingLayout(shown), movie)
