@@ -101,16 +101,24 @@ def test_worker_loads_with_the_modes_and_measures_a_peak(tiny_model_dir):
         assert isinstance(events.get(timeout=120), WorkerLoaded)
         assert worker.pipe.unet.dtype == torch.bfloat16
         assert worker.pipe.text_encoder.dtype == torch.float32
-        # A peak left by 256 MiB already freed: the reset drops it (other threads may free or
-        # allocate meanwhile, so each check leaves a wide margin rather than an exact figure).
-        spike = np.ones(256 * 2**20, np.uint8)
-        spike_sum = int(spike[:: 2**20].sum())
-        del spike
-        high = worker.peak_memory_bytes()
-        worker.reset_peak_memory()
-        low = worker.peak_memory_bytes()
-        assert high is not None and low is not None and spike_sum == 256
-        assert low <= high - 200 * 2**20, (high, low)
+        # A peak left by 256 MiB already freed: the reset drops it. The peak is the whole
+        # process's, and threads other tests left in this one (a Ray driver, review pools) may
+        # allocate meanwhile: each check leaves a wide margin, and a spike is tried up to three
+        # times; a reset that never drops the peak fails all three.
+        drops = []
+        for _attempt in range(3):
+            spike = np.ones(256 * 2**20, np.uint8)
+            spike_sum = int(spike[:: 2**20].sum())
+            del spike
+            high = worker.peak_memory_bytes()
+            worker.reset_peak_memory()
+            low = worker.peak_memory_bytes()
+            assert high is not None and low is not None and spike_sum == 256
+            drops.append((high, low))
+            if low <= high - 200 * 2**20:
+                break
+        else:
+            raise AssertionError(f"the reset never dropped a 256 MiB peak: {drops}")
         held = np.ones(64 * 2**20, np.uint8)  # touched: the peak must cover what is resident
         after = worker.peak_memory_bytes()
         assert after >= max(low, current_rss_bytes()) and held.sum() > 0
