@@ -325,7 +325,9 @@ def test_a_burst_past_the_queue_gets_busy_and_never_a_ray_exception(client):
     codes = sorted(e.body.get("code", "result") if e.type == "error" else "result"
                    for e in finals.values())
     assert set(codes) <= {"result", "busy"} and codes.count("busy") >= 2, codes
-    assert codes.count("result") >= 5, codes
+    # accepted: the 3 the queue holds and those the engine had dispatched when the burst came
+    # (1 or 2: the sends race the first dispatches); every accepted job returns its take
+    assert codes.count("result") >= 4, codes
     for event in finals.values():
         assert "Ray" not in str(event.body.get("message", ""))
         assert "BackPressure" not in str(event.body.get("message", ""))
