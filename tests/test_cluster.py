@@ -326,8 +326,9 @@ def test_a_burst_past_the_queue_gets_busy_and_never_a_ray_exception(client):
                    for e in finals.values())
     assert set(codes) <= {"result", "busy"} and codes.count("busy") >= 2, codes
     # accepted: the 3 the queue holds and those the engine had dispatched when the burst came
-    # (1 or 2: the sends race the first dispatches); every accepted job returns its take
-    assert codes.count("result") >= 4, codes
+    # (0 to 2: the nine sends race the first dispatches; CI saw 3 and 4 accepted); every
+    # accepted job returns its take
+    assert codes.count("result") >= 3, codes
     for event in finals.values():
         assert "Ray" not in str(event.body.get("message", ""))
         assert "BackPressure" not in str(event.body.get("message", ""))
