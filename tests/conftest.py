@@ -35,3 +35,25 @@ def tiny_pipeline(tiny_model_dir):
     from v2a_server.model_store import load_pipeline
 
     return load_pipeline(tiny_model_dir)
+
+
+_PEAK_RESET_PROBE = """
+import numpy as np
+from v2a_server.pipelines import device_memory as dm
+spike = np.ones(256 * 2**20, np.uint8); spike.sum(); del spike
+high = dm.peak_memory_bytes("cpu")
+dm.reset_peak_memory("cpu")
+print(int(dm.cpu_peak_reset_works() is True and high - dm.peak_memory_bytes("cpu") > 200 * 2**20))
+"""
+
+
+@pytest.fixture(scope="session")
+def cpu_peak_reset_works() -> bool:
+    """Whether this kernel resets a process's peak RSS through /proc/self/clear_refs (Linux
+    does; some sandboxes accept the write and keep the peak), probed in a fresh process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PEAK_RESET_PROBE], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout.strip() == "1"

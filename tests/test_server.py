@@ -640,20 +640,24 @@ def test_a_near_silent_take_is_flagged_with_the_scope_and_a_loud_one_is_not(card
         assert not any("near-silent" in w for w in loud.body["warnings"])
 
 
-def test_status_reports_each_jobs_peak_memory(client):
+def test_status_reports_each_jobs_peak_memory(client, cpu_peak_reset_works):
     rid = client.generate(small_frames(), timeout_s=JOB_TIMEOUT_S, **SLOW)
     seen, deadline = [], time.monotonic() + JOB_TIMEOUT_S
     while not any(e.body.get("stage") == "denoise" for e in seen):
         assert time.monotonic() < deadline
         seen += client.poll(0.05)
     (running,) = status(client)["workers"]
-    assert running["job_id"] == rid and running["job_peak_memory_bytes"] > 0
+    assert running["job_id"] == rid
+    # unknown (None) only where the kernel keeps the peak RSS across a reset
+    assert running["job_peak_memory_bytes"] is None and not cpu_peak_reset_works \
+        or running["job_peak_memory_bytes"] > 0
     collect([client], [rid])
     (idle,) = status(client)["workers"]
     assert idle["job_id"] is None and idle["job_peak_memory_bytes"] is None
     assert idle["last_job_id"] == rid
     # on CPU: the process's peak RSS during the job, at least what it holds now (model included)
-    assert idle["last_job_peak_memory_bytes"] >= running["memory_used_bytes"] > 0
+    if idle["last_job_peak_memory_bytes"] is not None or cpu_peak_reset_works:
+        assert idle["last_job_peak_memory_bytes"] >= running["memory_used_bytes"] > 0
 
 
 def test_a_1_1_client_receives_none_of_the_1_2_fields(carded_server):

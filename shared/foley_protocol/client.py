@@ -530,11 +530,16 @@ class FoleyClient:
         return closed and self.state == "ready"
 
     def _receive_all(self, events: list[Event]) -> None:
-        if self._connection_closed():
+        # Read what the server sent before it closed first: a server that stops says why
+        # (shutting_down) and then closes, and both can be waiting here at once.
+        closed = self._connection_closed()
+        self._drain(events)
+        if closed:
             self._server_lost(events, time.monotonic(), closed=True)
-            return
+
+    def _drain(self, events: list[Event]) -> None:
         sock = self._socket
-        while sock is not None:
+        while sock is not None and sock is self._socket:
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
