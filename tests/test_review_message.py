@@ -239,6 +239,9 @@ def test_the_redraw_store_is_bounded_by_entries_and_bytes_oldest_unused_first():
     assert store.get(("key:k", "big")) is not None and store.get(("key:k", "more")) is not None
     store.put(("key:k", "huge"), [Data(10_000)] * 11)  # alone over the budget: not kept
     assert store.get(("key:k", "huge")) is None and store.bytes <= store.max_bytes
+    off = ReviewStore(max_bytes=0)  # --review-store-mb 0: no redraws, nothing held
+    off.put(("key:k", "job"), [Data(10)])
+    assert len(off) == 0 and off.bytes == 0 and off.get(("key:k", "job")) is None
 
 
 def test_nothing_of_1_4_reaches_a_1_3_peer():

@@ -21,6 +21,7 @@ from foley_protocol.protocol import DEFAULT_ENDPOINT
 from v2a_server.model_store import DTYPE_NAMES, OFFLOAD_MODES
 from v2a_server.serving.engine import Engine, LocalEngine
 from v2a_server.serving.outbox import DEFAULT_CLIENT_BUDGET_MB
+from v2a_server.serving.review import REVIEW_STORE_MAX_BYTES
 from v2a_server.serving.server import DEFAULT_MAX_QUEUE, FoleyServer
 from v2a_server.serving.spool import (
     DEFAULT_SPOOL_MAX_MB,
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spool-ttl-h", type=float, default=DEFAULT_SPOOL_TTL_H,
                         help="hours a take waits in the spool before it is deleted "
                         f"(default {DEFAULT_SPOOL_TTL_H:g})")
+    parser.add_argument("--review-store-mb", type=float, default=REVIEW_STORE_MAX_BYTES / 2**20,
+                        help="memory the newest takes' review data may hold so that a redraw "
+                        "of their sync picture needs no new job; the oldest leave first "
+                        f"(default {REVIEW_STORE_MAX_BYTES / 2**20:g})")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.client_budget_mb <= 0 or args.spool_max_mb <= 0 or args.spool_ttl_h <= 0:
         raise SystemExit("v2a-server: --client-budget-mb, --spool-max-mb and --spool-ttl-h "
                          "must be > 0")
+    if args.review_store_mb < 0:
+        raise SystemExit("v2a-server: --review-store-mb must be >= 0 (0: no redraws)")
     if args.engine != "ray" and (args.ray_address or args.replicas or args.stub_step_sleep_s):
         raise SystemExit("v2a-server: --ray-address, --replicas and --stub-step-sleep-s need "
                          "--engine ray")
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     server = FoleyServer(args.bind, engine, args.max_queue, model_id, args.curve_secret_key,
                          signing_key, read_local_files=False if args.no_local_files else None,
                          media_roots=tuple(args.media_root), spool=spool,
-                         client_budget_bytes=int(args.client_budget_mb * 2**20))
+                         client_budget_bytes=int(args.client_budget_mb * 2**20),
+                         review_store_bytes=int(args.review_store_mb * 2**20))
     context = zmq.Context()
     try:
         server.bind(context)

@@ -158,6 +158,8 @@ class ReviewStore:
     def put(self, key: Hashable, pictures: list[Any]) -> None:
         size = picture_bytes(pictures)
         self.remove(key)
+        if self.max_bytes == 0:  # redraws turned off (--review-store-mb 0)
+            return
         if size > self.max_bytes:
             logger.warning("review of %s (%d bytes) is over the redraw budget; not kept",
                            key, size)

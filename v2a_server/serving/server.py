@@ -74,6 +74,7 @@ from v2a_server.serving.events import (
 from v2a_server.serving.jobs import Job, JobQueue
 from v2a_server.serving.outbox import Outbox, Waiting, message_size
 from v2a_server.serving.review import (
+    REVIEW_STORE_MAX_BYTES,
     ReviewStore,
     redraw_soon,
     review_message_body,
@@ -164,12 +165,14 @@ class FoleyServer:
         spool: where final replies wait on disk (None: a temporary folder, nothing survives
             a restart).
         client_budget_bytes: memory a client that does not read may hold in waiting replies.
+        review_store_bytes: memory the newest reviews' picture data may hold for redraws.
     """
 
     def __init__(self, endpoint: str, engine: Engine, max_queue: int, model_id: str,
                  curve_secret_key_file: str | None = None, signing_key: bytes = b"",
                  read_local_files: bool | None = None, media_roots: tuple[str, ...] = (),
-                 spool: ResultSpool | None = None, client_budget_bytes: int = 64 * 2**20):
+                 spool: ResultSpool | None = None, client_budget_bytes: int = 64 * 2**20,
+                 review_store_bytes: int = REVIEW_STORE_MAX_BYTES):
         self.endpoint = endpoint
         self.reads_local_files = (is_loopback_endpoint(endpoint) if read_local_files is None
                                   else bool(read_local_files))
@@ -189,7 +192,7 @@ class FoleyServer:
         self._outboxes: dict[bytes, Outbox] = {}  # clients whose pipe was full
         # results sent whose review is still being computed, by (review owner, job id)
         self._reviews_pending: dict[tuple[str, str], Job] = {}
-        self.reviews = ReviewStore()  # what a redraw draws from
+        self.reviews = ReviewStore(max_bytes=review_store_bytes)  # what a redraw draws from
         self.state = "loading"
         self.model_fps: float | None = None
         self.model_image_size: int | None = None
