@@ -13,7 +13,10 @@ Frames: the synthetic clips' rendered frames (128 px, as the dataset); real clip
 25 fps with the longer side at most 256 px (what a server reads for a movie strip).
 
   python bench/contact_events.py [--clips 40] [--base-seed 0] [--folder DIR] [--seconds 10]
-                                 [--json OUT]
+                                 [--detector NPZ] [--json OUT]
+
+``--detector`` measures another fitted detector (``python -m
+v2a_server.training.contact_detector --out NPZ``) instead of the one shipped.
 """
 
 from __future__ import annotations
@@ -121,8 +124,15 @@ def main() -> None:
     parser.add_argument("--base-seed", type=int, default=0, help="the synthetic dataset seed")
     parser.add_argument("--folder", default=str(REPO.parent / "shared" / "data" / "vggsound"))
     parser.add_argument("--seconds", type=float, default=10.0, help="of each real clip")
+    parser.add_argument("--detector", help="a fitted contact detector (.npz) to measure "
+                        "instead of the shipped one")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
+    if args.detector:
+        from v2a_server.evaluation import contacts
+
+        contacts.default_detector.cache_clear()
+        contacts.DETECTOR_FILE = Path(args.detector)
     t0 = time.perf_counter()
     report = {"synthetic_test_split": synthetic(args.clips, args.base_seed)}
     folder = Path(args.folder)

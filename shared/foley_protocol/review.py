@@ -2,8 +2,8 @@
 ``v2a demo``.
 
 One definition of "is this sound in sync with the picture": each onset marker is paired one to
-one with a visual *contact event* (``review_sync``: the most pairs within a window of a few
-frames, then the least total offset) and gets a state: ``in_sync`` (within one timeline frame),
+one with a visual *contact event* (``review_sync``: within a window of a few frames, the least
+total squared offset, a marker left unpaired costing the window squared) and gets a state: ``in_sync`` (within one timeline frame),
 ``late``, ``early`` or ``no_visual_cause`` (no contact within the window); strong contacts no
 marker is paired with are "silent hits". Offsets are marker − contact (positive = the sound
 comes after the picture), in seconds and in frames of the editor's timeline.
@@ -129,31 +129,39 @@ def _clusters(markers: list[tuple[float, int]], contacts: list[tuple[float, int]
 
 
 def _match_run(a: list[tuple[float, int]], b: list[tuple[float, int]], window_s: float):
-    """Order-preserving matching of sorted ``a`` to sorted ``b``: most pairs, then least total
-    |offset|. In one dimension some optimal matching never crosses (uncrossing two pairs keeps
-    both inside the window and does not add to the total), so this DP is exact."""
+    """Order-preserving matching of sorted markers ``a`` to sorted contacts ``b`` of least
+    cost: each pair costs its offset squared, each marker left without a contact the window
+    squared (a contact without a marker costs nothing: many contacts are silent). Squares
+    prefer two sounds both a little early over one exact and one unexplained, but never push a
+    marker off its contact to make two distant pairs out of one close one; ties go to more
+    pairs. The cost is convex in the offset, so in one dimension some optimal matching never
+    crosses (uncrossing two pairs keeps both inside the window and does not add to the total),
+    and this DP is exact."""
     n, m = len(a), len(b)
-    # best[i][j]: (-pairs, cost) of a[i:], b[j:]
-    best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
+    miss = window_s * window_s
+    # best[i][j]: (cost, -pairs) of a[i:], b[j:]
+    best = [[(miss * (n - i), 0)] * (m + 1) for i in range(n + 1)]
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
-            options = [best[i + 1][j], best[i][j + 1]]
+            skip_marker = best[i + 1][j]
+            options = [(skip_marker[0] + miss, skip_marker[1]), best[i][j + 1]]
             gap = abs(a[i][0] - b[j][0])
             if gap <= window_s:
-                pairs, cost = best[i + 1][j + 1]
-                options.append((pairs - 1, cost + gap))
+                cost, pairs = best[i + 1][j + 1]
+                options.append((cost + gap * gap, pairs - 1))
             best[i][j] = min(options)
     pairs = []
     i = j = 0
     while i < n and j < m:
         gap = abs(a[i][0] - b[j][0])
         if gap <= window_s:
-            pairs_, cost = best[i + 1][j + 1]
-            if best[i][j] == (pairs_ - 1, cost + gap):
+            cost, pairs_ = best[i + 1][j + 1]
+            if best[i][j] == (cost + gap * gap, pairs_ - 1):
                 pairs.append((a[i][1], b[j][1]))
                 i, j = i + 1, j + 1
                 continue
-        if best[i][j] == best[i + 1][j]:
+        skip_marker = best[i + 1][j]
+        if best[i][j] == (skip_marker[0] + miss, skip_marker[1]):
             i += 1
         else:
             j += 1
@@ -164,7 +172,8 @@ def match_markers(markers_s: Sequence[float], contacts_s: Sequence[float],
                   window_s: float) -> list[int | None]:
     """Pair markers with contact events one to one, within ``window_s``.
 
-    The most pairs possible, and among those the least total |marker − contact|.
+    Least total cost, where a pair costs (marker − contact)² and a marker without a contact
+    ``window_s``²; among equal costs, the most pairs.
 
     Args:
         markers_s: marker times (s), any order.
