@@ -206,10 +206,14 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
                 time.sleep(0.2)
             peak = max(peak, rss_bytes(proc))
         half = n_jobs // 2 * result_bytes
-        assert peak - mid < half / 4, ((peak - mid) / MiB, (mid - before) / MiB, half / MiB)
+        # A server that keeps unread results grows by all of the second half's (66 MiB); this
+        # one grew 15 MiB in each half here (2026-12-02, the review store at 8 MiB: ~0.8 MiB a
+        # job that is not the review's computation, not traced further): a third of a half is
+        # far from both
+        assert peak - mid < half / 3, ((peak - mid) / MiB, (mid - before) / MiB, half / MiB)
         # the whole run: less than half of what the results weigh (a server that keeps unread
-        # results holds all of them). What grows is the review store (8 MiB here; its default
-        # 128 MiB filled with these 60 s takes is what earlier runs saw) and working memory.
+        # results holds all of them). What else grows is the review store (8 MiB here; with
+        # its default 128 MiB runs grew 115-161 MiB) and the working memory above (30 MiB).
         assert peak - before < half, ((peak - before) / MiB, half / MiB)
         received = stalled.read_all({warm, *ids}, timeout_s=120)
     finally:
