@@ -803,3 +803,36 @@ def test_old_client_and_new_server_speak_1_0():
     finally:
         server.close(0)
         old_client.close(0)
+
+
+def test_what_a_closing_server_sent_before_it_closed_is_read_first(router):
+    """A stopping server tells each open request why (shutting_down) and closes; when the
+    reply and the close are both waiting, the client reads the reply, then reports the loss."""
+    sock, endpoint = router
+    client = FoleyClient(endpoint, heartbeat_interval_s=0.2, liveness=50)
+    try:
+        assert sock.poll(2000)
+        identity, *frames = sock.recv_multipart()
+        hello = decode(frames)
+        sock.send_multipart([identity, *encode(Message("hello_reply", HELLO_REPLY,
+                                                       parent=hello.id))])
+        poll_until(client, lambda e: e.type == "connected", 2.0)
+        request_id = client.ping(timeout_s=30.0)
+        while True:  # skip the client's heartbeats
+            assert sock.poll(2000)
+            identity, *frames = sock.recv_multipart()
+            if decode(frames).id == request_id:
+                break
+        refusal = Message("error", {"code": "shutting_down", "message": "stopping",
+                                    "field": None}, parent=request_id)
+        sock.send_multipart([identity, *encode(refusal)])
+        sock.close(linger=1000)  # flushed, then closed: both reach the client
+        time.sleep(0.5)
+        _, seen = poll_until(client, lambda e: e.type == "disconnected", 2.0)
+        [event] = [e for e in seen if e.request_id == request_id]
+        assert event.type == "error" and event.body["code"] == "shutting_down", event.body
+        assert not event.local
+        assert seen.index(event) < len(seen) - 1  # then the loss
+        assert seen[-1].body["code"] == "server_lost"
+    finally:
+        client.close()
