@@ -618,19 +618,23 @@ def test_client_drops_invalid_replies(router):
         client.close()
 
 
+def answer_hello(sock, client) -> bytes:
+    """Reply to the client's hello from the raw ROUTER ``sock``; returns its identity once
+    the client is connected."""
+    assert sock.poll(2000)
+    identity, *frames = sock.recv_multipart()
+    hello = decode(frames)
+    sock.send_multipart([identity, *encode(Message("hello_reply", HELLO_REPLY,
+                                                   parent=hello.id))])
+    poll_until(client, lambda e: e.type == "connected", 2.0)
+    return identity
+
+
 def test_client_that_stops_polling_does_not_declare_the_server_lost(router):
     sock, endpoint = router
     client = FoleyClient(endpoint, heartbeat_interval_s=0.2, liveness=3)
     try:
-        assert sock.poll(2000)
-        identity, *frames = sock.recv_multipart()
-        hello = decode(frames)
-        reply = Message("hello_reply", {"version": 1, "server": "t", "state": "ready",
-                                        "model_id": "m", "model_fps": 4.0, "sample_rate": 16000,
-                                        "heartbeat_interval_s": 1.0, "heartbeat_liveness": 3,
-                                        "limits": {}}, parent=hello.id)
-        sock.send_multipart([identity, *encode(reply)])
-        poll_until(client, lambda e: e.type == "connected", 2.0)
+        answer_hello(sock, client)
         time.sleep(1.5)  # the caller is busy (7 intervals) and sends no pings
         assert [e.type for e in client.poll(0)] == []
         assert client.connected
@@ -811,12 +815,7 @@ def test_what_a_closing_server_sent_before_it_closed_is_read_first(router):
     sock, endpoint = router
     client = FoleyClient(endpoint, heartbeat_interval_s=0.2, liveness=50)
     try:
-        assert sock.poll(2000)
-        identity, *frames = sock.recv_multipart()
-        hello = decode(frames)
-        sock.send_multipart([identity, *encode(Message("hello_reply", HELLO_REPLY,
-                                                       parent=hello.id))])
-        poll_until(client, lambda e: e.type == "connected", 2.0)
+        answer_hello(sock, client)
         request_id = client.ping(timeout_s=30.0)
         while True:  # skip the client's heartbeats
             assert sock.poll(2000)
