@@ -46,7 +46,7 @@ def prf(matched: int, n_found: int, n_true: int) -> dict:
             "true": n_true}
 
 
-def synthetic(clips: int, base_seed: int) -> dict:
+def synthetic(clips: int, base_seed: int, detector=None) -> dict:
     from v2a_server.evaluation.contacts import contact_events
     from v2a_server.evaluation.metrics import match_events, motion_events
     from v2a_server.synth.clip import make_clip
@@ -61,7 +61,7 @@ def synthetic(clips: int, base_seed: int) -> dict:
     for _split, _index, seed in clip_seeds(base_seed, {"test": clips}):
         clip = make_clip(seed, fps=FPS)
         truth = clip.event_times_s
-        found = {"contacts": contact_events(clip.frames, FPS).times_s,
+        found = {"contacts": contact_events(clip.frames, FPS, detector=detector).times_s,
                  "flow_peaks": motion_events(clip.frames, FPS).times_s}
         row = {"seed": seed, "true": len(truth)}
         for name, times in found.items():
@@ -83,7 +83,7 @@ def synthetic(clips: int, base_seed: int) -> dict:
             **{name: prf(m, n, n_true) for name, (m, n) in counts.items()}, "per_clip": rows}
 
 
-def real(folder: Path, seconds: float, seed: int) -> dict:
+def real(folder: Path, seconds: float, seed: int, detector=None) -> dict:
     from v2a_server.evaluation.contacts import contact_events
     from v2a_server.evaluation.metrics import detect_onsets, motion_events, onset_prf
     from v2a_server.media.video_io import read_video
@@ -95,7 +95,7 @@ def real(folder: Path, seconds: float, seed: int) -> dict:
         duration = video.frames.shape[0] / video.fps
         wav = path.with_suffix(".wav")
         reference = detect_onsets(wav if wav.is_file() else path, length_s=duration)
-        found = {"contacts": contact_events(video.frames, video.fps).times_s,
+        found = {"contacts": contact_events(video.frames, video.fps, detector=detector).times_s,
                  "flow_peaks": motion_events(video.frames, video.fps).times_s}
         row = {"clip": path.name, "seconds": round(duration, 2), "audio_onsets": len(reference),
                "soundtrack": wav.name if wav.is_file() else "mp4 audio track"}
@@ -128,16 +128,16 @@ def main() -> None:
                         "instead of the shipped one")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
+    detector = None  # the shipped one
     if args.detector:
-        from v2a_server.evaluation import contacts
+        from v2a_server.evaluation.contacts import ContactDetector
 
-        contacts.default_detector.cache_clear()
-        contacts.DETECTOR_FILE = Path(args.detector)
+        detector = ContactDetector.load(args.detector)
     t0 = time.perf_counter()
-    report = {"synthetic_test_split": synthetic(args.clips, args.base_seed)}
+    report = {"synthetic_test_split": synthetic(args.clips, args.base_seed, detector)}
     folder = Path(args.folder)
     if folder.is_dir():
-        report["real_clips"] = real(folder, args.seconds, args.base_seed)
+        report["real_clips"] = real(folder, args.seconds, args.base_seed, detector)
     else:
         print(f"no real clips: {folder} is not a folder")
     report["seconds"] = time.perf_counter() - t0

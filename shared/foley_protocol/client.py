@@ -539,7 +539,7 @@ class FoleyClient:
 
     def _drain(self, events: list[Event]) -> None:
         sock = self._socket
-        while sock is not None and sock is self._socket:
+        while sock is not None:
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:

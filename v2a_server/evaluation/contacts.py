@@ -175,8 +175,9 @@ def _work_mask(region_mask, frame_hw: tuple[int, int], size_hw: tuple[int, int])
     return weights
 
 
-class _Cells:
-    """Means over the cells of the grid at one working size (optionally weighted)."""
+class CellGrid:
+    """The ``GRID`` x ``GRID`` cells of an image of ``size_hw``: means over each cell
+    (optionally weighted); the detector's training labels use the same cells."""
 
     def __init__(self, size_hw: tuple[int, int], weights: np.ndarray | None):
         h, w = size_hw
@@ -249,7 +250,7 @@ def frame_features(frames: np.ndarray, *, region_mask=None) -> np.ndarray:
     frame_hw = tuple(frames.shape[1:3])
     size_hw = _work_size(*frame_hw)
     weights = None if region_mask is None else _work_mask(region_mask, frame_hw, size_hw)
-    cells = _Cells(size_hw, weights)
+    cells = CellGrid(size_hw, weights)
     gray = _gray_frames(frames, size_hw)
     width = float(size_hw[1])
 

@@ -2,9 +2,9 @@
 
 On CUDA: the bytes torch allocated on that device (``max_memory_allocated``). On the CPU: the
 process's peak resident set (``VmHWM``), reset through ``/proc/self/clear_refs``; it counts
-everything in the process, not just the model. Some kernels and sandboxes (gVisor, for one)
-accept that write and keep the old peak: the peak is then unknown (None) rather than a number
-that belongs to some earlier job.
+everything in the process, not just the model. A kernel that accepts that write but keeps the
+old peak (none seen yet; checked after every reset) makes the peak unknown (None) rather than
+a number that belongs to some earlier job.
 """
 
 from __future__ import annotations
@@ -68,8 +68,3 @@ def peak_memory_bytes(device: str) -> int | None:
     except (OSError, ValueError, RuntimeError, KeyError):
         logger.debug("cannot read the peak memory of %s", device, exc_info=True)
     return None
-
-
-def cpu_peak_reset_works() -> bool | None:
-    """Whether the last CPU reset took (None: none was tried in this process)."""
-    return _cpu_reset_took

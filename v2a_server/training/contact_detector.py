@@ -28,6 +28,7 @@ import numpy as np
 from v2a_server.evaluation.contacts import (
     DETECTOR_FILE,
     GRID,
+    CellGrid,
     ContactDetector,
     detector_inputs,
     frame_features,
@@ -80,15 +81,13 @@ def clip_examples(seed: int, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
     features = frame_features(frames)
     count = len(features)
     labels = np.zeros((count, GRID, GRID), np.int8)
-    size = owners.shape[1]
-    edges = np.linspace(0, size, GRID + 1).round().astype(int)[:-1]
+    grid = CellGrid(owners.shape[1:], None)
     for event in clip.events:
         k = int(round(event.time_s * fps))
         if not 0 < k < count - 1:
             continue
         bodies = [event.body.body_id] + ([event.other.body_id] if event.other else [])
-        touched = np.isin(owners[k], bodies).astype(np.int64)
-        cells = np.add.reduceat(np.add.reduceat(touched, edges, axis=0), edges, axis=1) > 0
+        cells = grid.mean(np.isin(owners[k], bodies).astype(np.float64)) > 0
         for near in (k - 1, k + 1):
             labels[near][cells & (labels[near] == 0)] = -1
         labels[k][cells] = 1
