@@ -877,6 +877,10 @@ class FoleyServer:
 
     def _status_body(self) -> dict[str, Any]:
         workers = [asdict(w) for w in self.engine.workers(with_memory=True)]
+        # what the workers posted before this look (a result of a worker now idle) is sent
+        # before this reply: a client told "idle" has its results on the way, and a fetch
+        # after it is told "done", not "running"
+        self._handle_events()
         return {
             "state": self.state, "server": SERVER_NAME,
             "model_id": self.model_id if self.model_fps is not None else None,

@@ -80,6 +80,9 @@ class ModelWorker(threading.Thread):
         self.card = ModelCard()  # what the model folder says of its scope (model_card.json)
         self.last_job_id: str | None = None
         self.last_job_peak_memory_bytes: int | None = None
+        # held while the state changes and the final reply is posted, and while a status reads
+        # the state: a worker seen idle has posted its job's final reply already
+        self.state_lock = threading.Lock()
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -103,11 +106,21 @@ class ModelWorker(threading.Thread):
             self.job, self.state = job, "busy"
             try:
                 final = self.run_job(job)
-            finally:
-                self.last_job_peak_memory_bytes = self.peak_memory_bytes()
-                self.last_job_id = job.request_id
-                self.job, self.state = None, "idle"
-            if final is not None:  # after going idle: a status answered next sees a free worker
+            except BaseException:
+                self._job_ended(job, None)
+                raise
+            self._job_ended(job, final)
+
+    def _job_ended(self, job: Job, final: JobResult | JobFailed | None) -> None:
+        """Idle again, with the job's final reply posted in the same step: a status that sees
+        this worker idle is answered after that reply (the loop handles the events posted
+        before it answers), and a status answered after that reply sees a free worker."""
+        peak = self.peak_memory_bytes()
+        with self.state_lock:
+            self.last_job_peak_memory_bytes = peak
+            self.last_job_id = job.request_id
+            self.job, self.state = None, "idle"
+            if final is not None:
                 self.post(final)
 
     # ---- loading ------------------------------------------------------------------------
