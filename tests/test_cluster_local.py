@@ -18,7 +18,13 @@ pytest.importorskip("ray.serve", reason="the cluster extra (pip install -e '.[cl
                                         "not installed")
 
 from foley_protocol.client import FoleyClient  # noqa: E402
-from tests.test_server import ServerProcess, small_frames, status, wait_ready  # noqa: E402
+from tests.test_server import (  # noqa: E402
+    ServerProcess,
+    idle_looks_before_the_result,
+    small_frames,
+    status,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -52,6 +58,9 @@ def test_without_an_address_the_front_end_starts_a_local_ray_and_stops_it(tiny_m
                                              duration_s=0.5, caption="a door", steps=2,
                                              guidance=1.0, seed=3)
             assert event.type == "result"
+            # a replica seen idle has its result on the way ahead of the status reply
+            assert idle_looks_before_the_result(client, 120.0, frames_fps=4.0, duration_s=0.5,
+                                                caption="a door", steps=20, guidance=1.0) == []
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 30

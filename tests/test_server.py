@@ -557,6 +557,30 @@ def status(client: FoleyClient) -> dict:
     return event.body
 
 
+def idle_looks_before_the_result(client: FoleyClient, timeout_s: float = JOB_TIMEOUT_S,
+                                 **job) -> list[dict]:
+    """Run a job while asking ``status`` again and again; the replies that said every worker
+    idle after one had said a worker busy but came before the job's result (none: a worker
+    seen idle has its result on the way ahead of the reply). Returns them."""
+    job_id = client.generate(small_frames(), **job)
+    status_id, got_result, seen_busy, early = client.status(), False, False, []
+    deadline = time.monotonic() + timeout_s
+    while not got_result or status_id is not None:
+        assert time.monotonic() < deadline, "the job or its status did not end"
+        for event in client.poll(0.005):
+            if event.request_id == job_id and event.type in ("result", "error"):
+                assert event.type == "result", event.body
+                got_result = True
+            elif event.request_id == status_id:
+                idle = all(w["state"] == "idle" for w in event.body["workers"])
+                seen_busy = seen_busy or not idle
+                if idle and seen_busy and not got_result:
+                    early.append(event.body)
+                status_id = None if got_result else client.status()
+    assert seen_busy, "no status saw the job running"
+    return early
+
+
 def test_hello_and_status_say_what_image_size_the_model_reads(client, tiny_model_dir):
     """The add-on captures frames no larger than the model reads (its capture-size default)."""
     from v2a_server.model_store import load_pipeline
@@ -717,6 +741,12 @@ def test_cancel_during_denoising_stops_within_one_step(client):
     workers = status(client)["workers"]
     assert [w["state"] for w in workers] == ["idle"] and workers[0]["job_id"] is None
     assert client.generate_blocking(small_frames(), timeout_s=JOB_TIMEOUT_S, **QUICK)
+
+
+def test_a_status_that_says_idle_comes_after_the_result(client):
+    """What a client waiting for an idle server relies on (tests/test_worker_state.py shows
+    the worker's side of it)."""
+    assert idle_looks_before_the_result(client, **dict(SLOW, steps=20)) == []
 
 
 def test_vanished_client_has_its_job_cancelled(server, client):

@@ -118,6 +118,9 @@ class RayEngine:
         self._handle: Any = None
         self._lock = threading.Lock()
         self._running: dict[Job, Any] = {}  # job -> its streaming response (None: not yet)
+        # replica id -> the job it runs, from its start until the job's final event is posted:
+        # the replica's own record says "ready" as soon as it has sent the result
+        self._running_on: dict[str, Job] = {}
         self._losses: dict[Job, int] = {}
         self._replicas: dict[str, _Replica] = {}
         # replicas a job was lost on -> when: dead to us before the actor table says so (an
@@ -147,18 +150,22 @@ class RayEngine:
 
     def workers(self, with_memory: bool = False) -> list[WorkerStatus]:
         with self._lock:
-            replicas = list(self._replicas.values())
+            replicas = list(self._replicas.items())
             state = self._state
+            running_on = dict(self._running_on)
         if not replicas:
             return [WorkerStatus("ray", "failed" if state == "failed" else "loading", None)]
         statuses = []
-        for replica in sorted(replicas, key=lambda r: (r.record["node_ip"], r.record["pid"])):
+        for replica_id, replica in sorted(replicas, key=lambda item: (
+                item[1].record["node_ip"], item[1].record["pid"])):
             record = replica.record
             worker_state = {"loading": "loading", "ready": "idle",
                             "busy": "busy"}[record["state"]] if replica.alive else "failed"
+            job_id = record.get("job_id") if worker_state == "busy" else None
+            if worker_state == "idle" and replica_id in running_on:  # its result on the way
+                worker_state, job_id = "busy", running_on[replica_id].request_id
             statuses.append(WorkerStatus(
-                record["device"], worker_state,
-                record.get("job_id") if worker_state == "busy" else None,
+                record["device"], worker_state, job_id,
                 node=f"{record['node_ip']} {record['node_id'][:12]}", pid=record["pid"]))
         return statuses
 
@@ -353,7 +360,11 @@ class RayEngine:
             self._wake.set()
         if final is not None:
             self._losses.pop(job, None)
-            self.post(final)
+        with self._lock:  # its replica is seen idle only once the final event is posted
+            if final is not None:
+                self.post(final)
+            self._running_on = {replica_id: running for replica_id, running
+                                in self._running_on.items() if running is not job}
 
     def _run_on_replica(self, job: Job) -> JobResult | JobFailed | None:
         """The job's final event; None when it went back to the queue."""
@@ -390,6 +401,8 @@ class RayEngine:
                 kind = item["kind"]
                 if kind == "started":
                     replica = item
+                    with self._lock:
+                        self._running_on[item["replica_id"]] = job
                     logger.info("%s: running on replica %s (%s, pid %d)", job.label,
                                 item["replica_id"], item["node_ip"], item["pid"])
                 elif kind == "progress":

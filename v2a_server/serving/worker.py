@@ -102,8 +102,9 @@ class ModelWorker(threading.Thread):
             job = self.jobs.take(TAKE_TIMEOUT_S)
             if job is None:
                 continue
-            self.reset_peak_memory()
-            self.job, self.state = job, "busy"
+            with self.state_lock:  # busy with the job's own peak measurement, in one step
+                self.reset_peak_memory()
+                self.job, self.state = job, "busy"
             try:
                 final = self.run_job(job)
             except BaseException:
