@@ -181,10 +181,14 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
             wait_ready(observer)
             frames = small_frames()
             job = dict(QUICK, duration_s=duration_s)
-            # one whole job first, its review included, and the start's warm-up: what a server
+            # this client's first result, unread, fills the socket's buffers: what follows
+            # waits in the server's outbox (otherwise hundreds of small progress replies go out
+            # before the first big result blocks the way)
+            clog = stalled.send(build_generate(frames, **job))
+            # then one whole job, its review included, and the start's warm-up: what a server
             # does once (on a fresh install numba compiles librosa's onset functions: 22 s and
-            # ~100 MiB here, CI counted 172 MiB) is not what a stalled client costs. Heartbeats go on meanwhile: this client stops reading, it does not
-            # vanish.
+            # ~100 MiB here, CI counted 172 MiB) is not what a stalled client costs. Heartbeats
+            # go on meanwhile: this client stops reading, it does not vanish.
             warm = observer.generate(frames, **job)
             deadline = time.monotonic() + 180
             while not any(e.type == "review" and e.request_id == warm
@@ -225,12 +229,12 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_every_result(
         # the whole run: less than what the unread results weigh (132 MiB), all of which a
         # server that keeps them holds on top of that working memory
         assert peak - before < 2 * half, ((peak - before) / MiB, 2 * half / MiB)
-        received = stalled.read_all(set(ids), timeout_s=120)
+        received = stalled.read_all({clog, *ids}, timeout_s=120)
     finally:
         stalled.close()
         proc.stop()
     results = Counter(m.parent for m in received if m.type == "result")
-    assert all(results[i] == 1 for i in ids), results
+    assert all(results[i] == 1 for i in [clog, *ids]), results
     progress = Counter(m.parent for m in received if m.type == "progress")
     assert max(progress[i] for i in ids[4:]) <= 3, progress  # only the newest waited
     assert not list((tmp_path / "spool").iterdir())  # no key: overflow only, gone once sent
