@@ -114,14 +114,14 @@ class LocalEngine:
     def workers(self, with_memory: bool = False) -> list[WorkerStatus]:
         statuses = []
         for worker in self._workers:
-            with worker.state_lock:  # the state and the job of one moment
+            with worker.state_lock:  # the state, the job and the last job of one moment
                 job, state = worker.job, worker.state
+                last_id, last_peak = worker.last_job_id, worker.last_job_peak_memory_bytes
             used, total = worker.memory_bytes() if with_memory else (None, None)
             peak = worker.peak_memory_bytes() if with_memory and job is not None else None
             statuses.append(WorkerStatus(worker.device, state,
                                          job.request_id if job is not None else None,
-                                         used, total, peak, worker.last_job_id,
-                                         worker.last_job_peak_memory_bytes))
+                                         used, total, peak, last_id, last_peak))
         return statuses
 
     def stop(self) -> None:

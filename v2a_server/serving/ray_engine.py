@@ -358,10 +358,9 @@ class RayEngine:
             with self._lock:
                 self._running.pop(job, None)
             self._wake.set()
-        if final is not None:
-            self._losses.pop(job, None)
         with self._lock:  # its replica is seen idle only once the final event is posted
             if final is not None:
+                self._losses.pop(job, None)
                 self.post(final)
             self._running_on = {replica_id: running for replica_id, running
                                 in self._running_on.items() if running is not job}

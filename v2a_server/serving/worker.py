@@ -105,12 +105,11 @@ class ModelWorker(threading.Thread):
             with self.state_lock:  # busy with the job's own peak measurement, in one step
                 self.reset_peak_memory()
                 self.job, self.state = job, "busy"
+            final = None
             try:
                 final = self.run_job(job)
-            except BaseException:
-                self._job_ended(job, None)
-                raise
-            self._job_ended(job, final)
+            finally:
+                self._job_ended(job, final)
 
     def _job_ended(self, job: Job, final: JobResult | JobFailed | None) -> None:
         """Idle again, with the job's final reply posted in the same step: a status that sees
