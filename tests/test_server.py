@@ -560,8 +560,10 @@ def status(client: FoleyClient) -> dict:
 def idle_looks_before_the_result(client: FoleyClient, timeout_s: float = JOB_TIMEOUT_S,
                                  **job) -> list[dict]:
     """Run a job while asking ``status`` again and again; the replies that said every worker
-    idle after one had said a worker busy but came before the job's result (none: a worker
-    seen idle has its result on the way ahead of the reply). Returns them."""
+    idle after one had said a worker busy with this job but came before the job's result
+    (none: a worker seen idle has its result on the way ahead of the reply). Returns them.
+    (Busy with this job: a cluster replica's record may still say busy with the job before,
+    and a job not yet started on a replica is in neither the queue nor a worker.)"""
     job_id = client.generate(small_frames(), **job)
     status_id, got_result, seen_busy, early = client.status(), False, False, []
     deadline = time.monotonic() + timeout_s
@@ -572,12 +574,14 @@ def idle_looks_before_the_result(client: FoleyClient, timeout_s: float = JOB_TIM
                 assert event.type == "result", event.body
                 got_result = True
             elif event.request_id == status_id:
-                idle = all(w["state"] == "idle" for w in event.body["workers"])
-                seen_busy = seen_busy or not idle
+                workers = event.body["workers"]
+                idle = all(w["state"] == "idle" for w in workers)
+                seen_busy = seen_busy or any(w["state"] == "busy" and w["job_id"] == job_id
+                                             for w in workers)
                 if idle and seen_busy and not got_result:
                     early.append(event.body)
                 status_id = None if got_result else client.status()
-    assert seen_busy, "no status saw the job running"
+    assert seen_busy, "no status saw a worker busy with the job"
     return early
 
 
